@@ -1,0 +1,174 @@
+"""Developer sessions for the EasyRemote monorepo.
+
+`python3 -m nox -s demo` runs the whole system locally, `python3 -m nox -s tests`
+runs every test. Generated protocol code is produced by `codegen` alone, with
+the generator pinned below; `tests` fails when the committed code drifts.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PROTOS = ROOT / "protos"
+PROTO_SRC = ROOT / "packages" / "easyremote-proto" / "src"
+GENERATED = PROTO_SRC / "easyremote" / "proto" / "v1"
+
+# The generator pin decides the runtime floors in easyremote-proto's pyproject:
+# grpcio-tools 1.66.2 bundles protoc 27.2 (protobuf 5.27.2). mypy-protobuf 5.x
+# crashes next to older protobuf runtimes, so it stays on 3.7.
+CODEGEN_REQUIREMENTS = ["grpcio-tools==1.66.2", "mypy-protobuf==3.7.0"]
+
+# Dependency order: proto first, meta last.
+PACKAGES = [
+    "packages/easyremote-proto",
+    "packages/easyremote-server",
+    "packages/easyremote-node",
+    "packages/easyremote-client",
+    "packages/easyremote",
+]
+TEST_REQUIREMENTS = ["pytest>=7", "pytest-timeout>=2.1"]
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _install_packages(session: nox.Session) -> None:
+    args: list[str] = []
+    for package in PACKAGES:
+        args += ["-e", package]
+    session.install(*args)
+
+
+def _generate(session: nox.Session, out: Path) -> None:
+    protos = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    session.run(
+        "python",
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTOS}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
+        *protos,
+        external=False,
+    )
+
+
+def _generated_files(base: Path) -> dict[str, Path]:
+    found = {}
+    for path in base.rglob("*"):
+        if path.is_file() and "_pb2" in path.name:
+            found[str(path.relative_to(base))] = path
+    return found
+
+
+@nox.session
+def codegen(session: nox.Session) -> None:
+    """Regenerate the committed protocol code with the pinned generator."""
+    session.install(*CODEGEN_REQUIREMENTS)
+    for stale in _generated_files(GENERATED).values():
+        stale.unlink()
+    _generate(session, PROTO_SRC)
+
+
+def _check_drift(session: nox.Session) -> None:
+    session.install(*CODEGEN_REQUIREMENTS)
+    with tempfile.TemporaryDirectory() as tmp:
+        _generate(session, Path(tmp))
+        fresh = _generated_files(Path(tmp) / "easyremote" / "proto" / "v1")
+        committed = _generated_files(GENERATED)
+        if fresh.keys() != committed.keys():
+            session.error(
+                f"generated files differ: fresh {sorted(fresh)} vs committed "
+                f"{sorted(committed)}; run `python3 -m nox -s codegen`"
+            )
+        stale = [n for n in fresh if not filecmp.cmp(fresh[n], committed[n], shallow=False)]
+        if stale:
+            session.error(f"generated code is stale: {stale}; run `python3 -m nox -s codegen`")
+    session.log("generated protocol code matches the .proto files")
+
+
+@nox.session
+def drift(session: nox.Session) -> None:
+    """Fail when the committed generated code differs from a fresh generation."""
+    _check_drift(session)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every package's tests, the integration tests, codegen drift, install check."""
+    _check_drift(session)
+    _install_packages(session)
+    session.install(*TEST_REQUIREMENTS)
+    session.run(
+        "pytest",
+        *[f"{p}/tests" for p in PACKAGES],
+        "tests-integration",
+        *session.posargs,
+    )
+    if not session.posargs:
+        _install_check(session)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """A gateway, two nodes and a client on loopback: the seed's usage flow."""
+    _install_packages(session)
+    session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy strict on every package."""
+    _install_packages(session)
+    session.install("mypy>=1.10", "grpc-stubs>=1.53", "types-protobuf>=5", "types-psutil")
+    session.run("mypy", *[f"{p}/src" for p in PACKAGES])
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against a raw grpc.aio relay; writes benchmarks/results.json."""
+    _install_packages(session)
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+def _install_check(session: nox.Session) -> None:
+    """Build wheels, then prove the three install stories in fresh venvs."""
+    session.install("build>=1.0")
+    with tempfile.TemporaryDirectory() as tmp:
+        dist = Path(tmp) / "dist"
+        for package in PACKAGES:
+            session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), package, silent=True)
+        session.run(
+            "python",
+            str(ROOT / "tests-integration" / "install_check.py"),
+            str(dist),
+            external=False,
+        )
+
+
+@nox.session(name="install-check")
+def install_check(session: nox.Session) -> None:
+    """Fresh venvs: server-only has no cloudpickle/psutil/NVML; client-only calls."""
+    _install_check(session)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run with: python3 -m nox")

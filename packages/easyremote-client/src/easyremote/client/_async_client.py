@@ -1,0 +1,228 @@
+"""AsyncClient: call remote functions from asyncio code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from easyremote.proto.v1 import client_pb2
+
+from easyremote.client._connection import STREAM_WINDOW, Connection, PendingCall, Session
+from easyremote.client._errors import CallTimeoutError
+from easyremote.client._options import build_options
+from easyremote.client._serialization import (
+    INLINE_PICKLE_BYTES,
+    dump_arguments,
+    load_result,
+    local_versions,
+)
+from easyremote.client._status import NodeStatus
+from easyremote.client._stream import StreamReceiver
+
+DEFAULT_GATEWAY = "localhost:8080"
+# Beyond the call's own deadline the client waits this much longer for the
+# gateway's verdict before declaring the timeout itself.
+_DEADLINE_GRACE_S = 0.5
+
+
+def default_address() -> str:
+    """``EASYREMOTE_GATEWAY`` if set, else ``localhost:8080``."""
+    return os.environ.get("EASYREMOTE_GATEWAY") or DEFAULT_GATEWAY
+
+
+class AsyncCallStream:
+    """Items of a streaming call, for ``async for``; ``aclose()`` cancels it."""
+
+    def __init__(self, receiver: StreamReceiver, function: str) -> None:
+        self._receiver = receiver
+        self._function = function
+
+    def __aiter__(self) -> AsyncCallStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        data = await self._receiver.next_raw()
+        if data is None:
+            raise StopAsyncIteration
+        if len(data) > INLINE_PICKLE_BYTES:
+            return await asyncio.to_thread(load_result, self._function, data, self._receiver.node_id)
+        return load_result(self._function, data, self._receiver.node_id)
+
+    async def aclose(self) -> None:
+        """Cancels the stream on the node (closing its generator)."""
+        await self._receiver.aclose()
+
+    async def __aenter__(self) -> AsyncCallStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class AsyncClient:
+    """Calls functions on EasyRemote nodes through a gateway (asyncio).
+
+    All calls share one connection and one multiplexed stream to the gateway.
+
+    Example:
+        >>> async with AsyncClient("localhost:8080") as client:
+        ...     result = await client.call("train_model", "data")
+        ...     async for item in client.call_stream("stream_process", 10):
+        ...         print(item)
+
+    Args:
+        address: Gateway ``host:port`` (default: ``EASYREMOTE_GATEWAY`` or
+            ``localhost:8080``).
+        retry_attempts: Extra attempts to reach the gateway when connecting fails.
+        connection_timeout: Seconds to wait for the gateway to answer.
+        timeout: Default deadline in seconds for every call (None: none).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        retry_attempts: int = 3,
+        connection_timeout: float = 10.0,
+        timeout: float | None = None,
+    ) -> None:
+        self.address = address or default_address()
+        self.timeout = timeout
+        self._connection = Connection(
+            self.address, retry_attempts=retry_attempts, connection_timeout=connection_timeout
+        )
+        self._versions = local_versions()
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(self, function: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Calls ``function`` on a node the gateway picks; returns its result.
+
+        Raises:
+            NoAvailableNodesError: No node serves it or meets the needs.
+            RemoteExecutionError: The function raised on the node.
+            CallTimeoutError: The default timeout passed.
+        """
+        return await self._call(build_options(function, default_timeout=self.timeout), args, kwargs)
+
+    async def call_node(self, node_id: str, function: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Calls ``function`` on the node ``node_id`` only."""
+        options = build_options(function, node_id=node_id, default_timeout=self.timeout)
+        return await self._call(options, args, kwargs)
+
+    async def call_with_config(
+        self, function: str, config: Mapping[str, Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Calls ``function`` with routing options.
+
+        Args:
+            function: Function name.
+            config: ``strategy`` (round_robin, resource_aware, latency_based,
+                cost_aware, smart_adaptive), ``requirements`` (gpu_required,
+                min_gpu_memory_gb, min_memory_gb, min_cpu_cores, tags,
+                node_ids), ``cost_limit`` (per hour), ``timeout`` (seconds),
+                ``node_id``.
+        """
+        options = build_options(function, config, default_timeout=self.timeout)
+        return await self._call(options, args, kwargs)
+
+    def call_stream(self, function: str, /, *args: Any, **kwargs: Any) -> AsyncCallStream:
+        """Calls a generator function; iterate the result with ``async for``."""
+        options = build_options(function, stream=True, default_timeout=self.timeout)
+        return self.stream_with_options(options, args, kwargs)
+
+    def stream_with_options(
+        self, options: client_pb2.CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncCallStream:
+        options.stream = True
+        options.credit = STREAM_WINDOW
+        receiver = self.stream_receiver(options, lambda: dump_arguments(options.function, args, kwargs))
+        return AsyncCallStream(receiver, options.function)
+
+    # -------------------------------------------------------------- raw layer
+
+    async def _call(self, options: client_pb2.CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        payload = dump_arguments(options.function, args, kwargs)
+        data, node_id = await self.invoke(options, payload)
+        if len(data) > INLINE_PICKLE_BYTES:
+            return await asyncio.to_thread(load_result, options.function, data, node_id)
+        return load_result(options.function, data, node_id)
+
+    async def invoke(self, options: client_pb2.CallOptions, payload: bytes) -> tuple[bytes, str]:
+        """Runs one call on pickled arguments; returns (pickled result, node id).
+
+        Cancelling the awaiting task cancels the call on its node.
+        """
+        session = await self._connection.session()
+        pending = await session.start(options, payload)
+        try:
+            if options.timeout_ms:
+                limit = options.timeout_ms / 1000.0 + _DEADLINE_GRACE_S
+                try:
+                    data = await asyncio.wait_for(asyncio.shield(pending.future), limit)
+                except asyncio.TimeoutError:
+                    session.cancel(pending.call_id)
+                    raise CallTimeoutError(
+                        f"{options.function!r} did not finish within {options.timeout_ms / 1000:g} s",
+                        node_id=pending.node_id,
+                    ) from None
+            else:
+                data = await pending.future
+        except asyncio.CancelledError:
+            session.cancel(pending.call_id)
+            raise
+        return data, pending.node_id
+
+    def stream_receiver(self, options: client_pb2.CallOptions, make_payload: Any) -> StreamReceiver:
+        """A receiver that starts the streaming call on first use."""
+
+        async def open_call() -> tuple[Session, PendingCall]:
+            session = await self._connection.session()
+            pending = await session.start(options, make_payload())
+            return session, pending
+
+        deadline = None
+        if options.timeout_ms:
+            deadline = asyncio.get_running_loop().time() + options.timeout_ms / 1000.0 + _DEADLINE_GRACE_S
+        return StreamReceiver(open_call, deadline)
+
+    # ----------------------------------------------------------------- status
+
+    async def list_nodes(self, function: str | None = None) -> list[NodeStatus]:
+        """Every connected node (or those serving ``function``) with live status."""
+        request = client_pb2.ListNodesRequest(function=function or "")
+        reply = await self._connection.unary(lambda stub: stub.ListNodes(request))
+        return [NodeStatus.from_proto(node) for node in reply.nodes]
+
+    async def get_node_status(self, node_id: str) -> NodeStatus:
+        """Live status of one node.
+
+        Raises:
+            NodeNotFoundError: No node with that id is connected.
+        """
+        request = client_pb2.GetNodeStatusRequest(node_id=node_id)
+        reply = await self._connection.unary(lambda stub: stub.GetNodeStatus(request))
+        return NodeStatus.from_proto(reply)
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def close(self) -> None:
+        """Closes the connection; calls still in flight fail."""
+        await self._connection.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+__all__ = ["AsyncCallStream", "AsyncClient", "default_address"]

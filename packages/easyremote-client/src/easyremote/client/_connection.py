@@ -1,0 +1,368 @@
+"""The client's multiplexed session with the gateway.
+
+One gRPC channel and one long-lived Session stream carry every call of a
+client, each tagged with a call id; a single reader task routes incoming frames
+to the waiting call. Opening the session is retried (``retry_attempts``); a
+session that breaks fails the calls in flight with a clear error and the next
+call opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from grpc import aio
+
+from easyremote.proto import CHUNK_SIZE, Outbox, OutboxClosedError, channel_options
+from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
+
+from easyremote.client._errors import (
+    CallCancelledError,
+    EasyRemoteError,
+    GatewayUnavailableError,
+    error_from_rpc,
+    error_from_wire,
+)
+from easyremote.client._serialization import local_versions
+
+logger = logging.getLogger("easyremote.client")
+
+_K = common_pb2.ResultKind
+T = TypeVar("T")
+
+# Stream items the node may send ahead of the reader; credit is topped up
+# when half of it has been consumed.
+STREAM_WINDOW = 16
+_END = object()
+
+
+def _envelope(frames: list[client_pb2.ClientFrame]) -> client_pb2.ClientEnvelope:
+    return client_pb2.ClientEnvelope(frames=frames)
+
+
+class PendingCall:
+    """Receives the outcome frames of one call."""
+
+    __slots__ = ("call_id", "function", "stream", "future", "queue", "_parts", "_kind", "node_id", "attempt")
+
+    def __init__(self, call_id: int, function: str, stream: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self.call_id = call_id
+        self.function = function
+        self.stream = stream
+        self.future: asyncio.Future[bytes] = loop.create_future()
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self._parts: list[bytes] = []
+        self._kind = 0
+        self.node_id = ""
+        self.attempt = 0
+
+    def on_result(self, result: common_pb2.CallResult) -> bool:
+        """Handles an outcome frame; True when the call is complete."""
+        self.node_id = result.node_id or self.node_id
+        self.attempt = result.attempt or self.attempt
+        kind = result.kind
+        if kind == _K.RESULT_KIND_ERROR:
+            self.fail(error_from_wire(result.error, result.data))
+            return True
+        if kind == _K.RESULT_KIND_END:
+            self.queue.put_nowait(_END)
+            return True
+        # A new header always starts a fresh payload: after a failover the
+        # re-run's value replaces any partial one.
+        self._kind = kind
+        self._parts = [result.data]
+        if result.more:
+            return False
+        return self._deliver()
+
+    def on_chunk(self, chunk: common_pb2.Chunk) -> bool:
+        if not self._kind:
+            return False
+        self._parts.append(chunk.data)
+        if chunk.more:
+            return False
+        return self._deliver()
+
+    def _deliver(self) -> bool:
+        parts = self._parts
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._parts = []
+        kind = self._kind
+        self._kind = 0
+        if kind == _K.RESULT_KIND_ITEM:
+            self.queue.put_nowait(data)
+            return False
+        if not self.future.done():
+            self.future.set_result(data)
+        return True
+
+    def fail(self, error: BaseException) -> None:
+        if self.stream:
+            self.queue.put_nowait(error)
+        elif not self.future.done():
+            self.future.set_exception(error)
+
+
+class Session:
+    """One open Session stream and the calls multiplexed on it."""
+
+    def __init__(self, stream: aio.StreamStreamCall[client_pb2.ClientEnvelope, client_pb2.SessionEnvelope]) -> None:
+        self._stream = stream
+        self.outbox: Outbox[client_pb2.ClientFrame, client_pb2.ClientEnvelope] = Outbox(_envelope, stream.write)
+        self.calls: dict[int, PendingCall] = {}
+        self._ids = itertools.count(1)
+        self.closed = False
+        self.max_payload_bytes = 0
+        self._writer: asyncio.Future[None] | None = None
+        self._reader: asyncio.Future[None] | None = None
+
+    async def open(self, timeout: float) -> None:
+        hello = client_pb2.ClientFrame()
+        hello.hello.versions.CopyFrom(local_versions())
+        self.outbox.put(hello)
+        self._writer = asyncio.ensure_future(self.outbox.run())
+        first = await asyncio.wait_for(self._stream.read(), timeout)
+        if first is aio.EOF:
+            raise await self._ended_error()
+        assert isinstance(first, client_pb2.SessionEnvelope)
+        frames = list(first.frames)
+        if not frames or frames[0].WhichOneof("kind") != "welcome":
+            raise GatewayUnavailableError("gateway did not answer with a SessionWelcome")
+        self.max_payload_bytes = frames[0].welcome.max_payload_bytes
+        self._reader = asyncio.ensure_future(self._read_loop())
+
+    async def _ended_error(self) -> EasyRemoteError:
+        code = await self._stream.code()
+        details = await self._stream.details()
+        metadata = await self._stream.trailing_metadata()
+        error = aio.AioRpcError(code, aio.Metadata(), metadata or aio.Metadata(), details)
+        return error_from_rpc(error)
+
+    async def _read_loop(self) -> None:
+        why: BaseException | None = None
+        try:
+            while True:
+                envelope = await self._stream.read()
+                if envelope is aio.EOF:
+                    why = await self._ended_error()
+                    break
+                assert isinstance(envelope, client_pb2.SessionEnvelope)
+                calls = self.calls
+                for frame in envelope.frames:
+                    kind = frame.WhichOneof("kind")
+                    if kind == "result":
+                        result = frame.result
+                        pending = calls.get(result.call_id)
+                        if pending is not None and pending.on_result(result):
+                            del calls[result.call_id]
+                    elif kind == "chunk":
+                        chunk = frame.chunk
+                        pending = calls.get(chunk.call_id)
+                        if pending is not None and pending.on_chunk(chunk):
+                            del calls[chunk.call_id]
+        except asyncio.CancelledError:
+            why = GatewayUnavailableError("client closed")
+            raise
+        except grpc.RpcError as exc:
+            why = error_from_rpc(exc)
+        except Exception as exc:  # noqa: BLE001 - any failure ends the session
+            why = GatewayUnavailableError(f"session failed: {exc!r}")
+        finally:
+            self._shutdown(why)
+
+    def _shutdown(self, why: BaseException | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.outbox.close()
+        detail = f": {why}" if why else ""
+        for pending in list(self.calls.values()):
+            pending.fail(
+                GatewayUnavailableError(
+                    f"connection to the gateway was lost while {pending.function!r} was in flight; "
+                    f"its outcome is unknown{detail}",
+                    node_id=pending.node_id,
+                    attempt=pending.attempt,
+                )
+            )
+        self.calls.clear()
+
+    async def start(self, options: client_pb2.CallOptions, payload: bytes) -> PendingCall:
+        """Sends a call; returns the handle that receives its outcome."""
+        if self.closed:
+            raise GatewayUnavailableError("session is closed")
+        call_id = next(self._ids)
+        pending = PendingCall(call_id, options.function, options.stream)
+        self.calls[call_id] = pending
+        frame = client_pb2.ClientFrame()
+        start = frame.start
+        start.call_id = call_id
+        start.options.CopyFrom(options)
+        size = len(payload)
+        try:
+            if size <= CHUNK_SIZE:
+                start.data = payload
+                self.outbox.put(frame, size)
+                return pending
+            view = memoryview(payload)
+            start.data = bytes(view[:CHUNK_SIZE])
+            start.more = True
+            await self.outbox.put_wait(frame, CHUNK_SIZE)
+            for offset in range(CHUNK_SIZE, size, CHUNK_SIZE):
+                piece = bytes(view[offset : offset + CHUNK_SIZE])
+                chunk_frame = client_pb2.ClientFrame()
+                chunk = chunk_frame.chunk
+                chunk.call_id = call_id
+                chunk.data = piece
+                chunk.more = offset + CHUNK_SIZE < size
+                await self.outbox.put_wait(chunk_frame, len(piece))
+        except OutboxClosedError:
+            self.calls.pop(call_id, None)
+            raise GatewayUnavailableError("connection to the gateway was lost while sending the call") from None
+        except BaseException:
+            self.cancel(call_id)
+            raise
+        return pending
+
+    def cancel(self, call_id: int) -> None:
+        """Tells the gateway to cancel the call; its frames are ignored from now."""
+        pending = self.calls.pop(call_id, None)
+        if pending is None or self.closed:
+            return
+        frame = client_pb2.ClientFrame()
+        frame.cancel.call_id = call_id
+        try:
+            self.outbox.put(frame)
+        except OutboxClosedError:
+            pass
+        pending.fail(CallCancelledError("call cancelled"))
+
+    def grant(self, call_id: int, items: int) -> None:
+        if self.closed or call_id not in self.calls:
+            return
+        frame = client_pb2.ClientFrame()
+        frame.credit.call_id = call_id
+        frame.credit.items = items
+        try:
+            self.outbox.put(frame)
+        except OutboxClosedError:
+            pass
+
+    async def close(self) -> None:
+        self._shutdown(GatewayUnavailableError("client closed"))
+        if self._writer is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - best effort
+                self._writer.cancel()
+        try:
+            await self._stream.done_writing()
+        except Exception:  # noqa: BLE001
+            pass
+        self._stream.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+
+
+class Connection:
+    """A client's channel to the gateway plus its current session."""
+
+    def __init__(self, address: str, *, retry_attempts: int, connection_timeout: float) -> None:
+        self.address = address
+        self.retry_attempts = max(0, retry_attempts)
+        self.connection_timeout = connection_timeout
+        self._channel: aio.Channel | None = None
+        self._session: Session | None = None
+        self._opening: asyncio.Future[Session] | None = None
+        self._closed = False
+
+    @property
+    def channel(self) -> aio.Channel:
+        if self._channel is None:
+            self._channel = aio.insecure_channel(self.address, options=channel_options())
+        return self._channel
+
+    def stub(self) -> client_pb2_grpc.ClientServiceStub:
+        return client_pb2_grpc.ClientServiceStub(self.channel)
+
+    async def session(self) -> Session:
+        """The open session, opening (with retries) when there is none."""
+        session = self._session
+        if session is not None and not session.closed:
+            return session
+        if self._closed:
+            raise GatewayUnavailableError("client is closed")
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.ensure_future(self._open_with_retries())
+        return await asyncio.shield(self._opening)
+
+    async def _open_with_retries(self) -> Session:
+        last: BaseException | None = None
+        delay = 0.1
+        for attempt in range(self.retry_attempts + 1):
+            if attempt:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            session = Session(self.stub().Session())
+            try:
+                await session.open(self.connection_timeout)
+            except asyncio.TimeoutError:
+                await session.close()
+                last = GatewayUnavailableError(
+                    f"gateway at {self.address} did not answer within {self.connection_timeout:g} s"
+                )
+                continue
+            except grpc.RpcError as exc:
+                await session.close()
+                last = error_from_rpc(exc)
+                if not isinstance(last, GatewayUnavailableError):
+                    raise last from exc
+                continue
+            except EasyRemoteError as exc:
+                await session.close()
+                if not isinstance(exc, GatewayUnavailableError):
+                    raise
+                last = exc
+                continue
+            self._session = session
+            return session
+        raise GatewayUnavailableError(
+            f"cannot reach the gateway at {self.address} after {self.retry_attempts + 1} attempt(s): {last}"
+        ) from last
+
+    async def unary(self, make_call: Callable[[client_pb2_grpc.ClientServiceStub], Awaitable[T]]) -> T:
+        """Runs an idempotent unary RPC, retrying when the gateway is unreachable."""
+        delay = 0.1
+        for attempt in range(self.retry_attempts + 1):
+            try:
+                return await asyncio.wait_for(make_call(self.stub()), self.connection_timeout)
+            except asyncio.TimeoutError:
+                error: EasyRemoteError = GatewayUnavailableError(
+                    f"gateway at {self.address} did not answer within {self.connection_timeout:g} s"
+                )
+            except grpc.RpcError as exc:
+                error = error_from_rpc(exc)
+                if not isinstance(error, GatewayUnavailableError) or attempt == self.retry_attempts:
+                    raise error from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if attempt == self.retry_attempts:
+                raise error
+        raise GatewayUnavailableError(f"cannot reach the gateway at {self.address}")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+

@@ -1,0 +1,76 @@
+"""Results of streaming calls, item by item, with flow control."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from easyremote.client._connection import _END, STREAM_WINDOW, PendingCall, Session
+from easyremote.client._errors import CallTimeoutError
+
+
+class StreamReceiver:
+    """The receiving end of one streaming call (runs on the client's loop).
+
+    Items are returned as raw pickled bytes; credit is granted back to the
+    node as they are consumed, so a slow reader slows the node down instead
+    of filling memory anywhere in between.
+    """
+
+    def __init__(
+        self,
+        open_call: Callable[[], Awaitable[tuple[Session, PendingCall]]],
+        deadline: float | None,
+    ) -> None:
+        self._open_call = open_call
+        self._deadline = deadline
+        self._session: Session | None = None
+        self._pending: PendingCall | None = None
+        self._consumed = 0
+        self.finished = False
+
+    @property
+    def node_id(self) -> str:
+        return self._pending.node_id if self._pending else ""
+
+    async def next_raw(self) -> bytes | None:
+        """The next item's bytes, or None at the end of the stream."""
+        if self.finished:
+            return None
+        if self._pending is None:
+            self._session, self._pending = await self._open_call()
+        pending = self._pending
+        try:
+            if self._deadline is None:
+                event = await pending.queue.get()
+            else:
+                left = self._deadline - asyncio.get_running_loop().time()
+                event = await asyncio.wait_for(pending.queue.get(), max(0.0, left))
+        except asyncio.TimeoutError:
+            await self.aclose()
+            raise CallTimeoutError(f"stream of {pending.function!r} exceeded its deadline") from None
+        except asyncio.CancelledError:
+            await self.aclose()
+            raise
+        if event is _END:
+            self.finished = True
+            return None
+        if isinstance(event, BaseException):
+            self.finished = True
+            raise event
+        assert isinstance(event, bytes)
+        self._consumed += 1
+        if self._consumed >= STREAM_WINDOW // 2 and self._session is not None:
+            self._session.grant(pending.call_id, self._consumed)
+            self._consumed = 0
+        return event
+
+    async def aclose(self) -> None:
+        """Stops the stream; the node closes the generator (its `finally` runs)."""
+        if self.finished:
+            return
+        self.finished = True
+        if self._session is not None and self._pending is not None:
+            self._session.cancel(self._pending.call_id)
+
+

@@ -1,0 +1,447 @@
+"""ComputeNode: serve Python functions to callers through a gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+from typing import Any, TypeVar, overload
+
+import grpc
+from grpc import aio
+
+from easyremote.proto import REASON_METADATA_KEY, channel_options
+from easyremote.proto.runtime import in_background_loop, submit
+from easyremote.proto.v1 import node_pb2, node_pb2_grpc
+
+from easyremote.node._functions import RegisteredFunction, kind_of
+from easyremote.node._resources import ResourceProbe, SystemProbe
+from easyremote.node._serialization import local_versions
+from easyremote.node._session import NodeSession
+
+logger = logging.getLogger("easyremote.node")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_FATAL_REASONS = {
+    "ERROR_REASON_ALREADY_EXISTS",
+    "ERROR_REASON_PROTOCOL_MISMATCH",
+    "ERROR_REASON_INVALID_ARGUMENT",
+    "ERROR_REASON_PERMISSION_DENIED",
+    "ERROR_REASON_UNAUTHENTICATED",
+}
+# Reconnect backoff: quick first retries (a gateway still starting), then up to
+# 5 s apart, each with jitter so a restarted gateway is not hit by every node
+# at the same instant.
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 5.0
+
+
+class NodeError(RuntimeError):
+    """A node could not register with its gateway, or was refused."""
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+
+
+class ComputeNode:
+    """A compute node: registers functions and serves them via a gateway.
+
+    The node dials OUT to the gateway and keeps one stream open, so it works
+    behind NAT and firewalls. It reconnects forever when the gateway restarts.
+
+    Example:
+        >>> node = ComputeNode("localhost:8080", "gpu-node-1")
+        >>> @node.register(load_balancing=True)
+        ... def train_model(data):
+        ...     return {"result": "trained"}
+        >>> node.serve()          # blocks; serve(blocking=False) returns once registered
+
+    Args:
+        gateway_address: ``host:port`` of the gateway.
+        node_id: Unique name of this node (default: hostname plus a random suffix).
+        max_concurrency: Calls running at once over all functions (the node's
+            slots). Default: the number of CPUs, at least 4.
+        cost_per_hour: Declared cost, used by the ``cost_aware`` strategy.
+        tags: Labels callers can require (``requirements={"tags": [...]}``).
+        heartbeat_interval: Seconds between resource reports to the gateway.
+        connection_timeout: Seconds ``serve(blocking=False)`` waits for the
+            gateway to confirm registration.
+        reconnect: Reconnect after the gateway goes away (default: forever).
+        probe: Where resources come from (default: psutil + NVML).
+    """
+
+    def __init__(
+        self,
+        gateway_address: str = "localhost:8080",
+        node_id: str | None = None,
+        *,
+        max_concurrency: int | None = None,
+        cost_per_hour: float = 0.0,
+        tags: Iterable[str] = (),
+        heartbeat_interval: float = 2.0,
+        connection_timeout: float = 10.0,
+        reconnect: bool = True,
+        probe: ResourceProbe | None = None,
+    ) -> None:
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.gateway_address = gateway_address
+        self.node_id = node_id or _default_node_id()
+        self.max_concurrency = max_concurrency or max(4, os.cpu_count() or 1)
+        self.cost_per_hour = float(cost_per_hour)
+        self.tags = tuple(tags)
+        self.heartbeat_interval = heartbeat_interval
+        self.connection_timeout = connection_timeout
+        self.reconnect = reconnect
+        self._probe = probe
+        self._functions: dict[str, RegisteredFunction] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._drain_timeout: float | None = None
+        self._running: concurrent.futures.Future[None] | None = None
+        self._stop_requested = threading.Event()
+        self._ever_registered = False
+        self._registered = threading.Event()
+        self._finished = threading.Event()
+        self._fatal: BaseException | None = None
+        self._last_error: str = ""
+        self._session: NodeSession | None = None
+
+    # ------------------------------------------------------------ registration
+
+    @overload
+    def register(self, func: F) -> F: ...
+
+    @overload
+    def register(
+        self,
+        func: None = None,
+        *,
+        name: str | None = None,
+        load_balancing: bool = True,
+        max_concurrency: int | None = None,
+        idempotent: bool = True,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def register(
+        self,
+        func: F | None = None,
+        *,
+        name: str | None = None,
+        load_balancing: bool = True,
+        max_concurrency: int | None = None,
+        idempotent: bool = True,
+        timeout: float | None = None,
+    ) -> F | Callable[[F], F]:
+        """Registers a function; use bare (``@node.register``) or with options.
+
+        Plain functions, ``async def`` functions and sync or async generators
+        (streamed item by item to ``call_stream``) are supported. The decorated
+        function is returned unchanged and still callable locally.
+
+        Args:
+            func: The function (when used without parentheses).
+            name: Name callers use (default: the function's ``__name__``).
+            load_balancing: False: reachable only via ``call_node`` on this node.
+            max_concurrency: Calls of this function running at once here.
+            idempotent: False: never re-run on another node after this node
+                was lost mid-call (the caller gets "outcome unknown" instead).
+            timeout: Default deadline in seconds for calls that set none.
+        """
+
+        def decorate(target: F) -> F:
+            if self._running is not None:
+                raise NodeError("register functions before serve(): the gateway learns them at registration")
+            if not callable(target):
+                raise TypeError(f"cannot register {target!r}: not callable")
+            if max_concurrency is not None and max_concurrency < 1:
+                raise ValueError("max_concurrency must be at least 1")
+            function_name = name or getattr(target, "__name__", None)
+            if not function_name:
+                raise ValueError("pass name= for callables without __name__")
+            self._functions[function_name] = RegisteredFunction(
+                name=function_name,
+                func=target,
+                kind=kind_of(target),
+                load_balancing=load_balancing,
+                max_concurrency=max_concurrency,
+                idempotent=idempotent,
+                timeout=timeout,
+            )
+            return target
+
+        if func is not None:
+            return decorate(func)
+        return decorate
+
+    @property
+    def functions(self) -> dict[str, RegisteredFunction]:
+        """Registered functions by name."""
+        return dict(self._functions)
+
+    @property
+    def registered(self) -> bool:
+        """True while the gateway has this node registered."""
+        return self._registered.is_set()
+
+    # ---------------------------------------------------------------- serving
+
+    def serve(self, blocking: bool = True) -> None:
+        """Connects to the gateway and serves calls.
+
+        Args:
+            blocking: True: serve until ``stop()``, SIGTERM or Ctrl-C (both
+                drain: running calls finish first). False: serve in the
+                background and return once the gateway confirmed registration.
+
+        Raises:
+            NodeError: The gateway refused the node, or (``blocking=False``)
+                did not confirm registration within ``connection_timeout``.
+        """
+        if self._running is not None:
+            raise NodeError("this node is already serving")
+        self._stop_requested.clear()
+        self._finished.clear()
+        self._running = submit(self._main())
+        if not blocking:
+            if not self._registered.wait(self.connection_timeout) or self._fatal is not None:
+                fatal = self._fatal
+                self.stop()
+                if fatal is not None:
+                    raise NodeError(str(fatal)) from fatal
+                raise NodeError(
+                    f"node {self.node_id!r} could not register with the gateway at "
+                    f"{self.gateway_address} within {self.connection_timeout:g} s"
+                    + (f": {self._last_error}" if self._last_error else "")
+                )
+            return
+        with _signals_drain(self):
+            try:
+                while not self._finished.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                self.stop(drain=True)
+            finally:
+                self.stop()
+        if self._fatal is not None:
+            raise NodeError(str(self._fatal)) from self._fatal
+
+    def stop(self, drain: bool = False, timeout: float = 30.0) -> None:
+        """Stops serving; safe from any thread and more than once.
+
+        Args:
+            drain: Take no new calls and let running ones finish (up to
+                ``timeout``) before disconnecting. Without it running calls are
+                cancelled and the gateway re-runs them elsewhere.
+            timeout: Longest wait for running calls when draining.
+        """
+        running = self._running
+        if running is None:
+            return
+        if not self._stop_requested.is_set():
+            self._drain_timeout = timeout if drain else None
+            self._stop_requested.set()
+            loop, event = self._loop, self._stop_event
+            if loop is not None and event is not None:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(event.set)
+        if not in_background_loop():
+            self._finished.wait((timeout if drain else 0) + 10.0)
+        self._running = None
+
+    def __enter__(self) -> ComputeNode:
+        self.serve(blocking=False)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --------------------------------------------------------------- internals
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        if self._stop_requested.is_set():
+            self._stop_event.set()
+        self._fatal = None
+        probe = self._probe or SystemProbe()
+        pool = ThreadPoolExecutor(
+            max_workers=self.max_concurrency + 4, thread_name_prefix=f"easyremote-{self.node_id}"
+        )
+        failures = 0
+        try:
+            while not self._stop_event.is_set():
+                was_registered = self._registered.is_set()
+                try:
+                    await self._connect_once(probe, pool)
+                    failures = 0
+                except NodeError as exc:
+                    if not was_registered and not self._ever_registered:
+                        self._fatal = exc
+                        logger.error("%s", exc)
+                        return
+                    self._last_error = str(exc)
+                except (grpc.RpcError, OSError, asyncio.TimeoutError) as exc:
+                    self._last_error = _describe(exc)
+                    logger.debug("connection to %s failed: %s", self.gateway_address, self._last_error)
+                finally:
+                    self._registered.clear()
+                if self._stop_event.is_set() or not self.reconnect:
+                    return
+                delay = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2**failures) * random.uniform(0.5, 1.0)
+                failures += 1
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), delay)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._loop = None
+            self._stop_event = None
+            self._finished.set()
+
+    def _hello(self, probe: ResourceProbe) -> node_pb2.NodeFrame:
+        frame = node_pb2.NodeFrame()
+        hello = frame.hello
+        hello.node_id = self.node_id
+        hello.functions.extend(f.to_spec() for f in self._functions.values())
+        hello.versions.CopyFrom(local_versions())
+        hello.resources.CopyFrom(probe.snapshot().to_proto())
+        hello.max_concurrency = self.max_concurrency
+        hello.cost_per_hour = self.cost_per_hour
+        hello.tags.extend(self.tags)
+        hello.hostname = socket.gethostname()
+        hello.heartbeat_interval_ms = int(self.heartbeat_interval * 1000)
+        hello.capabilities.extend(["cancel", "credit", "chunks"])
+        return frame
+
+    async def _connect_once(self, probe: ResourceProbe, pool: ThreadPoolExecutor) -> None:
+        assert self._stop_event is not None
+        hello = await asyncio.get_running_loop().run_in_executor(None, self._hello, probe)
+        async with aio.insecure_channel(self.gateway_address, options=channel_options()) as channel:
+            stream = node_pb2_grpc.NodeServiceStub(channel).Connect()
+            session = NodeSession(
+                stream, self._functions, pool, probe, self.max_concurrency, self.heartbeat_interval
+            )
+            session.outbox.put(hello)
+            session.start()
+            try:
+                await self._await_welcome(stream, session)
+                self._session = session
+                self._ever_registered = True
+                self._registered.set()
+                logger.info(
+                    "node %s registered with %s (%d functions)",
+                    self.node_id,
+                    self.gateway_address,
+                    len(self._functions),
+                )
+                await self._serve_session(stream, session)
+            finally:
+                self._session = None
+                session.cancel_all("node disconnected")
+                session.abort()
+                stream.cancel()
+
+    async def _await_welcome(self, stream: Any, session: NodeSession) -> None:
+        try:
+            first = await asyncio.wait_for(stream.read(), self.connection_timeout)
+        except grpc.RpcError as exc:
+            raise _classify(exc, self) from exc
+        if first is aio.EOF:
+            code = await stream.code()
+            details = await stream.details()
+            metadata = await stream.trailing_metadata()
+            reason = dict(metadata or ()).get(REASON_METADATA_KEY, "")
+            if reason in _FATAL_REASONS:
+                raise NodeError(f"gateway refused node {self.node_id!r}: {details}")
+            raise ConnectionError(f"gateway closed the stream: {code} {details}")
+        welcome = None
+        for frame in first.frames:
+            if frame.WhichOneof("kind") == "welcome":
+                welcome = frame.welcome
+            else:
+                session.handle(frame)
+        if welcome is None:
+            raise ConnectionError("gateway did not answer with a Welcome")
+        if welcome.heartbeat_interval_ms:
+            session.heartbeat_interval = welcome.heartbeat_interval_ms / 1000.0
+
+    async def _serve_session(self, stream: Any, session: NodeSession) -> None:
+        assert self._stop_event is not None
+        reader = asyncio.ensure_future(session.read_loop())
+        heartbeats = asyncio.ensure_future(session.heartbeats())
+        stopper = asyncio.ensure_future(self._stop_event.wait())
+        drain = asyncio.ensure_future(session.drain_requested.wait())
+        try:
+            done, _ = await asyncio.wait({reader, stopper, drain}, return_when=asyncio.FIRST_COMPLETED)
+            if drain in done and stopper not in done and reader not in done:
+                # The gateway is going away: finish what runs, then reconnect.
+                session.start_draining("gateway asked to drain")
+                await session.wait_idle(30.0)
+                await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper.done() and not reader.done():
+                if self._drain_timeout is not None:
+                    session.start_draining("node is stopping")
+                    finished = await session.wait_idle(self._drain_timeout)
+                    if not finished:
+                        logger.warning("node %s: drain timed out, cancelling running calls", self.node_id)
+                session.cancel_all("node is stopping")
+                # Let cancelled calls report before the stream closes.
+                await session.wait_idle(5.0)
+                await session.flush(5.0)
+                with contextlib.suppress(Exception):
+                    await stream.done_writing()
+            elif reader.done():
+                exc = reader.exception()
+                if exc is not None:
+                    raise exc
+                raise ConnectionError("gateway closed the connection")
+        finally:
+            for task in (reader, heartbeats, stopper, drain):
+                task.cancel()
+
+
+@contextlib.contextmanager
+def _signals_drain(node: ComputeNode) -> Iterator[None]:
+    """While serving in the main thread, SIGTERM drains the node like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+    return str(exc) or type(exc).__name__
+
+
+def _classify(exc: grpc.RpcError, node: ComputeNode) -> BaseException:
+    metadata = dict(getattr(exc, "trailing_metadata", lambda: ())() or ())
+    reason = metadata.get(REASON_METADATA_KEY, "")
+    if reason in _FATAL_REASONS:
+        return NodeError(f"gateway refused node {node.node_id!r}: {_describe(exc)}")
+    return ConnectionError(_describe(exc))
+
+
+__all__ = ["ComputeNode", "NodeError"]

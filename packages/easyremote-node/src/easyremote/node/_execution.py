@@ -1,0 +1,342 @@
+"""Runs one call on the node: arguments in, value or stream of items out."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncGenerator, Generator
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any
+
+from easyremote.proto import CHUNK_SIZE
+from easyremote.proto.v1 import common_pb2, node_pb2
+
+from easyremote.node._context import CallContext, reset_current, set_current
+from easyremote.node._functions import FunctionKind, RegisteredFunction
+from easyremote.node._serialization import (
+    INLINE_PICKLE_BYTES,
+    describe_versions,
+    dumps,
+    exception_error,
+    loads,
+    pickled_exception,
+)
+
+if TYPE_CHECKING:
+    from easyremote.proto import Outbox
+
+_R = common_pb2.ErrorReason
+_K = common_pb2.ResultKind
+_DONE = object()
+
+
+class _CallFailed(Exception):
+    """Ends an execution with a given error frame."""
+
+    def __init__(self, error: common_pb2.Error, data: bytes = b"") -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.data = data
+
+
+def _user_failure(exc: BaseException) -> _CallFailed:
+    return _CallFailed(exception_error(exc), pickled_exception(exc))
+
+
+def _failure(reason: int, message: str) -> _CallFailed:
+    return _CallFailed(common_pb2.Error(reason=reason, message=message))  # type: ignore[arg-type]
+
+
+class Execution:
+    """One dispatch of a call on this node, from Execute to its outcome."""
+
+    def __init__(
+        self,
+        execute: node_pb2.Execute,
+        function: RegisteredFunction,
+        outbox: Outbox[node_pb2.NodeFrame, node_pb2.NodeEnvelope],
+        pool: Executor,
+    ) -> None:
+        self.call_id = execute.call_id
+        self.function = function
+        self.stream = execute.stream
+        self.caller_versions = execute.caller_versions
+        timeout_ms = execute.timeout_ms or int((function.timeout or 0) * 1000)
+        self.timeout = timeout_ms / 1000.0 if timeout_ms else None
+        self.context = CallContext(
+            call_id=execute.call_id,
+            function=function.name,
+            attempt=execute.attempt,
+            deadline=time.monotonic() + self.timeout if self.timeout else None,
+        )
+        self._outbox = outbox
+        self._pool = pool
+        self._parts = [execute.data]
+        self._args_ready = asyncio.Event()
+        if not execute.more:
+            self._args_ready.set()
+        self._credit = execute.credit
+        self._credit_event = asyncio.Event()
+        self._gen_lock = threading.Lock()
+        self._cancel_reason = ""
+        self.task: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------- from the gateway
+
+    def add_chunk(self, data: bytes, more: bool) -> None:
+        if self._args_ready.is_set():
+            return
+        self._parts.append(data)
+        if not more:
+            self._args_ready.set()
+
+    def add_credit(self, items: int) -> None:
+        self._credit += items
+        self._credit_event.set()
+
+    def cancel(self, reason: str) -> None:
+        """Stops the call: async code sees CancelledError, sync code the flag."""
+        self._cancel_reason = reason or "cancelled"
+        self.context.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Runs the call and sends exactly one outcome (unless orphaned)."""
+        try:
+            if self.timeout is None:
+                await self._execute()
+            else:
+                await asyncio.wait_for(self._execute(), self.timeout)
+        except _CallFailed as failed:
+            self._send_error(failed.error, failed.data)
+        except asyncio.TimeoutError:
+            self.context.cancel()
+            self._send_error(
+                common_pb2.Error(
+                    reason=_R.ERROR_REASON_DEADLINE_EXCEEDED,
+                    message=f"{self.function.name!r} did not finish within {self.timeout:g} s",
+                )
+            )
+        except asyncio.CancelledError:
+            self.context.cancel()
+            self._send_error(
+                common_pb2.Error(reason=_R.ERROR_REASON_CANCELLED, message=self._cancel_reason or "cancelled")
+            )
+        except Exception as exc:  # noqa: BLE001 - a node bug must still answer the call
+            self._send_error(
+                common_pb2.Error(reason=_R.ERROR_REASON_INTERNAL, message=f"node failed to run the call: {exc!r}")
+            )
+
+    async def _execute(self) -> None:
+        await self._args_ready.wait()
+        payload = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        self._parts = []
+        kind = self.function.kind
+        name = self.function.name
+        if self.stream and not kind.streaming:
+            raise _failure(
+                _R.ERROR_REASON_INVALID_ARGUMENT,
+                f"{name!r} is not a generator function; use call() instead of call_stream()",
+            )
+        if not self.stream and kind.streaming:
+            raise _failure(
+                _R.ERROR_REASON_INVALID_ARGUMENT,
+                f"{name!r} is a generator function; use call_stream() to receive its items",
+            )
+        loop = asyncio.get_running_loop()
+        if kind is FunctionKind.SYNC:
+            data = await loop.run_in_executor(self._pool, self._run_sync, payload)
+            await self._send_payload(_K.RESULT_KIND_VALUE, data)
+        elif kind is FunctionKind.ASYNC:
+            args, kwargs = await self._loads(payload)
+            token = set_current(self.context)
+            try:
+                value = await self.function.func(*args, **kwargs)
+            except Exception as exc:
+                raise _user_failure(exc) from exc
+            finally:
+                reset_current(token)
+            await self._send_payload(_K.RESULT_KIND_VALUE, await self._dumps(value))
+        elif kind is FunctionKind.SYNC_GENERATOR:
+            await self._stream_sync(payload)
+        else:
+            await self._stream_async(payload)
+
+    # Sync functions run loads -> call -> dumps in one worker-thread hop.
+    def _run_sync(self, payload: bytes) -> bytes:
+        args, kwargs = self._loads_sync(payload)
+        token = set_current(self.context)
+        try:
+            value = self.function.func(*args, **kwargs)
+        except Exception as exc:
+            raise _user_failure(exc) from exc
+        finally:
+            reset_current(token)
+        return self._dumps_sync(value)
+
+    async def _stream_sync(self, payload: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        gen: Generator[Any, None, None] = await loop.run_in_executor(self._pool, self._start_generator, payload)
+        finished = False
+        try:
+            while True:
+                await self._take_credit()
+                data = await loop.run_in_executor(self._pool, self._next_item, gen)
+                if data is _DONE:
+                    finished = True
+                    break
+                assert isinstance(data, bytes)
+                await self._send_payload(_K.RESULT_KIND_ITEM, data)
+        finally:
+            if not finished:
+                # Runs the generator's `finally` once its current step returns.
+                self._pool.submit(self._close_generator, gen)
+        self._send_end()
+
+    def _start_generator(self, payload: bytes) -> Generator[Any, None, None]:
+        args, kwargs = self._loads_sync(payload)
+        try:
+            gen: Generator[Any, None, None] = self.function.func(*args, **kwargs)
+        except Exception as exc:
+            raise _user_failure(exc) from exc
+        return gen
+
+    def _next_item(self, gen: Generator[Any, None, None]) -> object:
+        with self._gen_lock:
+            token = set_current(self.context)
+            try:
+                item = next(gen)
+            except StopIteration:
+                return _DONE
+            except Exception as exc:
+                raise _user_failure(exc) from exc
+            finally:
+                reset_current(token)
+        return self._dumps_sync(item)
+
+    def _close_generator(self, gen: Generator[Any, None, None]) -> None:
+        with self._gen_lock:
+            try:
+                gen.close()
+            except Exception:  # noqa: BLE001 - the call is already over
+                pass
+
+    async def _stream_async(self, payload: bytes) -> None:
+        args, kwargs = await self._loads(payload)
+        try:
+            agen: AsyncGenerator[Any, None] = self.function.func(*args, **kwargs)
+        except Exception as exc:
+            raise _user_failure(exc) from exc
+        try:
+            while True:
+                await self._take_credit()
+                token = set_current(self.context)
+                try:
+                    item = await agen.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    raise _user_failure(exc) from exc
+                finally:
+                    reset_current(token)
+                await self._send_payload(_K.RESULT_KIND_ITEM, await self._dumps(item))
+        finally:
+            # Runs the generator's `finally` on cancel, deadline or error.
+            try:
+                await agen.aclose()
+            except Exception:  # noqa: BLE001
+                pass
+        self._send_end()
+
+    async def _take_credit(self) -> None:
+        while self._credit <= 0:
+            self._credit_event.clear()
+            await self._credit_event.wait()
+        self._credit -= 1
+
+    # ------------------------------------------------------------- (un)pickling
+
+    def _loads_sync(self, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        try:
+            args, kwargs = loads(payload)
+        except Exception as exc:
+            raise _failure(
+                _R.ERROR_REASON_SERIALIZATION,
+                f"could not unpickle the arguments of {self.function.name!r}: {exc!r} "
+                f"({describe_versions(self.caller_versions)})",
+            ) from exc
+        return tuple(args), dict(kwargs)
+
+    def _dumps_sync(self, value: object) -> bytes:
+        try:
+            return dumps(value)
+        except Exception as exc:
+            raise _failure(
+                _R.ERROR_REASON_SERIALIZATION,
+                f"could not pickle the result of {self.function.name!r}: {exc!r}",
+            ) from exc
+
+    async def _loads(self, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if len(payload) <= INLINE_PICKLE_BYTES:
+            return self._loads_sync(payload)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._loads_sync, payload)
+
+    async def _dumps(self, value: object) -> bytes:
+        # Size is unknown before pickling; large values are rare on async paths
+        # and pickling them inline would stall the loop, so use a thread when
+        # the value is a big buffer.
+        if isinstance(value, (bytes, bytearray, memoryview)) and len(value) > INLINE_PICKLE_BYTES:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._dumps_sync, value)
+        return self._dumps_sync(value)
+
+    # ---------------------------------------------------------------- sending
+
+    async def _send_payload(self, kind: int, data: bytes) -> None:
+        frame = node_pb2.NodeFrame()
+        result = frame.result
+        result.call_id = self.call_id
+        result.kind = kind  # type: ignore[assignment]
+        size = len(data)
+        if size <= CHUNK_SIZE:
+            result.data = data
+            self._outbox.put(frame, size)
+            return
+        view = memoryview(data)
+        result.data = bytes(view[:CHUNK_SIZE])
+        result.more = True
+        await self._outbox.put_wait(frame, CHUNK_SIZE)
+        for start in range(CHUNK_SIZE, size, CHUNK_SIZE):
+            piece = bytes(view[start : start + CHUNK_SIZE])
+            chunk_frame = node_pb2.NodeFrame()
+            chunk = chunk_frame.chunk
+            chunk.call_id = self.call_id
+            chunk.data = piece
+            chunk.more = start + CHUNK_SIZE < size
+            await self._outbox.put_wait(chunk_frame, len(piece))
+
+    def _send_end(self) -> None:
+        frame = node_pb2.NodeFrame()
+        frame.result.call_id = self.call_id
+        frame.result.kind = _K.RESULT_KIND_END
+        self._put(frame)
+
+    def _send_error(self, error: common_pb2.Error, data: bytes = b"") -> None:
+        frame = node_pb2.NodeFrame()
+        result = frame.result
+        result.call_id = self.call_id
+        result.kind = _K.RESULT_KIND_ERROR
+        result.error.CopyFrom(error)
+        # A pickled user exception rides along when it fits one chunk.
+        if data and len(data) <= CHUNK_SIZE:
+            result.data = data
+        self._put(frame, len(result.data))
+
+    def _put(self, frame: node_pb2.NodeFrame, size: int = 0) -> None:
+        try:
+            self._outbox.put(frame, size)
+        except Exception:  # noqa: BLE001 - stream closed: the gateway re-routes
+            pass

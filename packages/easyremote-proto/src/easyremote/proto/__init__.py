@@ -1,0 +1,52 @@
+"""EasyRemote wire protocol.
+
+Generated gRPC/protobuf modules live in :mod:`easyremote.proto.v1`; this package
+adds only thin, dependency-free helpers every role needs to speak the protocol
+the same way: the error table, transport settings, payload framing and the
+coalescing outbox.
+
+Users of EasyRemote never touch these; they use ``easyremote.client``,
+``easyremote.node`` and ``easyremote.server``.
+"""
+
+from easyremote.proto.errors import (
+    REASON_METADATA_KEY,
+    reason_from_status,
+    status_for_reason,
+)
+from easyremote.proto.framing import CHUNK_SIZE, split_payload
+from easyremote.proto.names import (
+    STRATEGY_BY_NAME,
+    node_state_name,
+    strategy_from_name,
+    strategy_name,
+)
+from easyremote.proto.outbox import Outbox, OutboxClosedError
+from easyremote.proto.transport import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    channel_options,
+    python_version,
+    server_options,
+)
+from easyremote.proto.version import __version__
+
+__all__ = [
+    "CHUNK_SIZE",
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "REASON_METADATA_KEY",
+    "Outbox",
+    "OutboxClosedError",
+    "STRATEGY_BY_NAME",
+    "__version__",
+    "channel_options",
+    "node_state_name",
+    "python_version",
+    "reason_from_status",
+    "server_options",
+    "split_payload",
+    "strategy_from_name",
+    "strategy_name",
+    "status_for_reason",
+]

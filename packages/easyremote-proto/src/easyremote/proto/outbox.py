@@ -1,0 +1,120 @@
+"""Coalescing writer for one gRPC stream.
+
+Every long-lived EasyRemote stream (client session, node connection) has one
+Outbox. Producers queue frames without waiting; a single writer task packs all
+frames queued while the previous write was in progress into one envelope. Under
+load this turns many tiny gRPC messages into few larger ones, which measured
+~5x more calls/s than one message per frame. A byte high-water mark lets bulk
+producers (large payloads) wait instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from easyremote.proto.framing import CHUNK_SIZE
+
+FrameT = TypeVar("FrameT")
+EnvelopeT = TypeVar("EnvelopeT")
+
+
+class OutboxClosedError(ConnectionError):
+    """The stream behind an Outbox is closed; the frame was not sent."""
+
+
+class Outbox(Generic[FrameT, EnvelopeT]):
+    """Queues frames for one stream and writes them in coalesced envelopes.
+
+    Args:
+        build: Packs a list of frames into one envelope message.
+        write: Sends one envelope (e.g. ``call.write`` or ``context.write``).
+        max_envelope_bytes: Payload bytes after which an envelope is closed;
+            an envelope holds at most this plus one frame.
+        high_water_bytes: Queued payload bytes above which ``put_wait`` waits.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[list[FrameT]], EnvelopeT],
+        write: Callable[[EnvelopeT], Awaitable[object]],
+        *,
+        max_envelope_bytes: int = CHUNK_SIZE,
+        high_water_bytes: int = 8 * CHUNK_SIZE,
+    ) -> None:
+        self._build = build
+        self._write = write
+        self._max_envelope_bytes = max_envelope_bytes
+        self._high_water = high_water_bytes
+        self._pending: deque[tuple[FrameT, int]] = deque()
+        self._pending_bytes = 0
+        self._wake = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._closing = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once the outbox takes no more frames."""
+        return self._closing or self._closed
+
+    @property
+    def pending_bytes(self) -> int:
+        """Payload bytes queued and not yet written."""
+        return self._pending_bytes
+
+    def put(self, frame: FrameT, size: int = 0) -> None:
+        """Queues ``frame`` (carrying ``size`` payload bytes) without waiting.
+
+        Raises:
+            OutboxClosedError: The stream is closed.
+        """
+        if self._closing or self._closed:
+            raise OutboxClosedError("stream is closed")
+        self._pending.append((frame, size))
+        if size:
+            self._pending_bytes += size
+            if self._pending_bytes >= self._high_water:
+                self._writable.clear()
+        self._wake.set()
+
+    async def put_wait(self, frame: FrameT, size: int) -> None:
+        """Queues ``frame`` once queued bytes are below the high-water mark."""
+        while not self._writable.is_set():
+            await self._writable.wait()
+        self.put(frame, size)
+
+    def close(self) -> None:
+        """Takes no more frames; ``run`` writes what is queued, then returns."""
+        self._closing = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Writes queued frames until closed. Run exactly one per outbox."""
+        pending = self._pending
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while pending:
+                    batch: list[FrameT] = []
+                    nbytes = 0
+                    while pending and nbytes < self._max_envelope_bytes:
+                        frame, size = pending.popleft()
+                        batch.append(frame)
+                        nbytes += size
+                    self._pending_bytes -= nbytes
+                    if self._pending_bytes < self._high_water:
+                        self._writable.set()
+                    await self._write(self._build(batch))
+                if self._closing:
+                    return
+        finally:
+            self._closed = True
+            pending.clear()
+            self._pending_bytes = 0
+            # Wake producers blocked in put_wait so they see the closed stream.
+            self._writable.set()

@@ -1,0 +1,74 @@
+"""The one background event loop that all blocking EasyRemote APIs share.
+
+grpc.aio supports a single event loop per process: with several loops in
+several threads its completion-queue poller races (BlockingIOError storms and
+slow calls). So a process that runs a gateway, nodes and clients through the
+blocking APIs runs all of them on this one daemon loop thread, and callers
+block on futures. ``AsyncClient`` and ``Server.start_async`` use the caller's
+own loop instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+_pid = 0
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    loop.run_forever()
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The shared loop, started on first use (and again after a fork)."""
+    global _loop, _thread, _pid
+    with _lock:
+        alive = _thread is not None and _thread.is_alive() and _pid == os.getpid()
+        if _loop is None or not alive or _loop.is_closed():
+            _loop = asyncio.new_event_loop()
+            _thread = threading.Thread(target=_serve, args=(_loop,), name="easyremote-loop", daemon=True)
+            _thread.start()
+            _pid = os.getpid()
+        return _loop
+
+
+def in_background_loop() -> bool:
+    """True when called from the shared loop's own thread."""
+    return _thread is not None and threading.current_thread() is _thread
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Schedules ``coro`` on the shared loop without waiting."""
+    return asyncio.run_coroutine_threadsafe(coro, background_loop())
+
+
+def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Runs ``coro`` on the shared loop and waits for its result.
+
+    Ctrl-C (or any exception) while waiting cancels the coroutine on the loop
+    before it propagates, so a blocking call never leaves work running.
+
+    Raises:
+        RuntimeError: Called from the shared loop itself (it would deadlock).
+    """
+    if in_background_loop():
+        coro.close()
+        raise RuntimeError("blocking EasyRemote APIs cannot be used inside EasyRemote's own loop")
+    future = submit(coro)
+    try:
+        return future.result(timeout)
+    except BaseException:
+        if not future.done():
+            future.cancel()
+        raise

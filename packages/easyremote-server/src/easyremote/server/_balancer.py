@@ -1,0 +1,133 @@
+"""Which node gets a call: eligibility filters, then one of five strategies.
+
+Every strategy first keeps nodes that serve the function, are healthy, meet the
+call's requirements and have a free slot. Among those each strategy ranks by
+its own key; nodes whose keys are practically equal are tied, and ties go to
+the node this function was sent to least recently. That tie rule is what makes
+identical idle nodes alternate under every strategy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from easyremote.proto.v1 import client_pb2, common_pb2
+
+from easyremote.server._registry import FunctionStats, NodeRecord
+
+_GIB = float(1 << 30)
+_S = common_pb2.Strategy
+
+
+
+def exclusion_reason(
+    node: NodeRecord,
+    function: str,
+    options: client_pb2.CallOptions,
+    pinned: bool,
+) -> str | None:
+    """Why ``node`` can never take this call now, or None if it can.
+
+    Slot availability is not checked here: a busy node is eligible, the call
+    just waits for it.
+    """
+    stats = node.functions.get(function)
+    if stats is None:
+        return f"does not serve {function!r}"
+    if not stats.spec.load_balancing and not pinned:
+        return "registered with load_balancing=False (reach it with call_node)"
+    if node.state == client_pb2.NODE_STATE_DRAINING:
+        return "draining"
+    if node.state == client_pb2.NODE_STATE_SUSPECT:
+        return "heartbeats overdue"
+    req = options.requirements
+    gpus = node.resources.gpus
+    if req.gpu_required and not gpus:
+        return "no GPU"
+    if req.min_gpu_memory_gb > 0:
+        best = max((g.memory_free_bytes for g in gpus), default=0) / _GIB
+        if best < req.min_gpu_memory_gb:
+            return f"free GPU memory {best:.1f} GiB < {req.min_gpu_memory_gb:g} GiB"
+    if req.min_memory_gb > 0:
+        available = node.resources.memory_available_bytes / _GIB
+        if available < req.min_memory_gb:
+            return f"available memory {available:.1f} GiB < {req.min_memory_gb:g} GiB"
+    if req.min_cpu_cores and node.resources.cpu_count < req.min_cpu_cores:
+        return f"{node.resources.cpu_count} CPU cores < {req.min_cpu_cores}"
+    missing = [t for t in req.tags if t not in node.tags]
+    if missing:
+        return f"missing tags {', '.join(sorted(missing))}"
+    if req.node_ids and node.node_id not in req.node_ids:
+        return "not in requirements.node_ids"
+    if options.HasField("cost_limit") and node.cost_per_hour > options.cost_limit:
+        return f"cost {node.cost_per_hour:g}/h > limit {options.cost_limit:g}"
+    return None
+
+
+def _headroom(node: NodeRecord, stats: FunctionStats) -> float:
+    slots = 1.0 - node.in_flight / node.max_concurrency
+    cpu = 1.0 - min(100.0, node.resources.cpu_percent) / 100.0
+    score = slots + cpu
+    gpus = node.resources.gpus
+    if gpus:
+        total = sum(g.memory_total_bytes for g in gpus) or 1
+        score += sum(g.memory_free_bytes for g in gpus) / total
+        score += 1.0 - sum(g.utilization_percent for g in gpus) / (100.0 * len(gpus))
+    return -score
+
+
+def _latency(node: NodeRecord, stats: FunctionStats) -> float:
+    # Unmeasured nodes rank first so that every node gets measured.
+    return stats.latency_ms
+
+
+def _cost(node: NodeRecord, stats: FunctionStats) -> float:
+    return node.cost_per_hour
+
+
+def _smart(node: NodeRecord, stats: FunctionStats) -> float:
+    # Expected time of this call there: the measured latency, stretched by how
+    # loaded the node is and by how often it failed.
+    latency = stats.latency_ms
+    if latency <= 0.0:
+        return 0.0
+    load = node.in_flight / node.max_concurrency
+    finished = stats.completed + stats.failed
+    success = (stats.completed + 1) / (finished + 1)
+    return latency * (1.0 + load) / success
+
+
+def _round_robin(node: NodeRecord, stats: FunctionStats) -> float:
+    return 0.0
+
+
+# Per strategy: the ranking key (lower is better), and when two keys count as
+# equal (relative, absolute). Latencies are in ms and noisy, so 25% or 0.5 ms
+# apart is a tie; declared costs are exact; headroom mixes fractions.
+_STRATEGIES: dict[int, tuple[Callable[[NodeRecord, FunctionStats], float], float, float]] = {
+    _S.STRATEGY_ROUND_ROBIN: (_round_robin, 0.0, 0.0),
+    _S.STRATEGY_RESOURCE_AWARE: (_headroom, 0.0, 0.05),
+    _S.STRATEGY_LATENCY_BASED: (_latency, 0.25, 0.5),
+    _S.STRATEGY_COST_AWARE: (_cost, 0.0, 1e-9),
+    _S.STRATEGY_SMART_ADAPTIVE: (_smart, 0.3, 1.0),
+}
+
+
+def choose(
+    candidates: Sequence[tuple[NodeRecord, FunctionStats]],
+    strategy: int,
+) -> tuple[NodeRecord, FunctionStats] | None:
+    """Picks one of ``candidates`` (eligible nodes with a free slot)."""
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        return candidates[0]
+    key, relative, absolute = _STRATEGIES.get(strategy, _STRATEGIES[_S.STRATEGY_SMART_ADAPTIVE])
+    scored = [(key(node, stats), node, stats) for node, stats in candidates]
+    best = min(score for score, _, _ in scored)
+    margin = max(absolute, abs(best) * relative)
+    tied: Iterable[tuple[float, NodeRecord, FunctionStats]] = (
+        item for item in scored if item[0] - best <= margin
+    )
+    _, node, stats = min(tied, key=lambda item: (item[2].last_dispatch, item[1].node_id))
+    return node, stats

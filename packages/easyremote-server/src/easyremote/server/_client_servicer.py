@@ -1,0 +1,133 @@
+"""Thin servicer for clients: sessions, unary calls and status queries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from itertools import count
+
+from grpc import aio
+
+from easyremote.proto import PROTOCOL_VERSION
+from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
+
+from easyremote.server._calls import Call
+from easyremote.server._client_session import ClientSession, UnarySink
+from easyremote.server._registry import Registry
+from easyremote.server._router import Router
+from easyremote.server._status import node_status
+from easyremote.server._wire import abort
+
+logger = logging.getLogger("easyremote.server")
+
+_R = common_pb2.ErrorReason
+HELLO_TIMEOUT_S = 10.0
+
+
+class ClientServicer(client_pb2_grpc.ClientServiceServicer):
+    """Accepts client sessions and queries; routing lives in the Router."""
+
+    def __init__(self, registry: Registry, router: Router, welcome: client_pb2.SessionWelcome) -> None:
+        self._registry = registry
+        self._router = router
+        self._welcome = welcome
+        self._sessions: set[ClientSession] = set()
+        self._unary_ids = count(1)
+
+    async def close_all(self, reason: str, timeout: float) -> None:
+        """Ends every session's calls with UNAVAILABLE (gateway stopping)."""
+        sessions = list(self._sessions)
+        for session in sessions:
+            for call in list(session.calls.values()):
+                self._router.cancel_with_error(call, _R.ERROR_REASON_UNAVAILABLE, reason)
+        await asyncio.gather(*(session.flush(timeout) for session in sessions))
+
+    async def Session(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[client_pb2.ClientEnvelope],
+        context: aio.ServicerContext[client_pb2.ClientEnvelope, client_pb2.SessionEnvelope],
+    ) -> None:
+        try:
+            first = await asyncio.wait_for(request_iterator.__anext__(), HELLO_TIMEOUT_S)
+        except (StopAsyncIteration, asyncio.TimeoutError):
+            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "expected a ClientHello first")
+        if not first.frames or first.frames[0].WhichOneof("kind") != "hello":
+            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "the first frame must be a ClientHello")
+        versions = first.frames[0].hello.versions
+        if versions.protocol != PROTOCOL_VERSION:
+            await abort(
+                context,
+                _R.ERROR_REASON_PROTOCOL_MISMATCH,
+                f"client speaks protocol {versions.protocol}, gateway {PROTOCOL_VERSION}; "
+                "install matching easyremote versions",
+            )
+        session = ClientSession(self._router, context.write, versions)
+        self._sessions.add(session)
+        welcome = client_pb2.SessionFrame()
+        welcome.welcome.CopyFrom(self._welcome)
+        session.outbox.put(welcome)
+        try:
+            for frame in first.frames[1:]:
+                session.handle(frame)
+            async for envelope in request_iterator:
+                for frame in envelope.frames:
+                    session.handle(frame)
+        finally:
+            self._sessions.discard(session)
+            session.close()
+        await session.flush(timeout=5.0)
+
+    async def Call(  # noqa: N802 - gRPC method name
+        self,
+        request: client_pb2.UnaryCallRequest,
+        context: aio.ServicerContext[client_pb2.UnaryCallRequest, common_pb2.CallResult],
+    ) -> common_pb2.CallResult:
+        if not request.options.function:
+            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "function name is required")
+        if request.options.stream:
+            await abort(
+                context, _R.ERROR_REASON_INVALID_ARGUMENT, "streaming calls need the Session method"
+            )
+        sink = UnarySink(next(self._unary_ids))
+        done = asyncio.get_running_loop().create_future()
+        sink.waiter = lambda: done.done() or done.set_result(None)
+        call = Call(
+            call_id=sink.call_id,
+            sink=sink,
+            options=request.options,
+            caller_versions=request.versions,
+            args=[request.data],
+            args_complete=True,
+        )
+        self._router.start_call(call)
+        try:
+            await done
+        except asyncio.CancelledError:
+            self._router.cancel(call)
+            raise
+        assert sink.result is not None
+        return sink.result
+
+    async def ListNodes(  # noqa: N802 - gRPC method name
+        self,
+        request: client_pb2.ListNodesRequest,
+        context: aio.ServicerContext[client_pb2.ListNodesRequest, client_pb2.ListNodesReply],
+    ) -> client_pb2.ListNodesReply:
+        reply = client_pb2.ListNodesReply()
+        nodes = sorted(self._registry.nodes(), key=lambda n: n.node_id)
+        for node in nodes:
+            if request.function and request.function not in node.functions:
+                continue
+            reply.nodes.append(node_status(node, self._router))
+        return reply
+
+    async def GetNodeStatus(  # noqa: N802 - gRPC method name
+        self,
+        request: client_pb2.GetNodeStatusRequest,
+        context: aio.ServicerContext[client_pb2.GetNodeStatusRequest, client_pb2.NodeStatus],
+    ) -> client_pb2.NodeStatus:
+        node = self._registry.get(request.node_id)
+        if node is None:
+            await abort(context, _R.ERROR_REASON_NODE_NOT_FOUND, f"node {request.node_id!r} is not connected")
+        return node_status(node, self._router)

@@ -1,0 +1,142 @@
+"""One client's multiplexed session: its calls and its sending side."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from easyremote.proto import Outbox, OutboxClosedError
+from easyremote.proto.v1 import client_pb2, common_pb2
+
+from easyremote.server._calls import Call, error_result
+from easyremote.server._router import Router
+
+_R = common_pb2.ErrorReason
+MAX_FUNCTION_NAME_LENGTH = 256
+
+
+def _envelope(frames: list[client_pb2.SessionFrame]) -> client_pb2.SessionEnvelope:
+    return client_pb2.SessionEnvelope(frames=frames)
+
+
+class ClientSession:
+    """Calls of one client stream, keyed by the client's call ids."""
+
+    def __init__(
+        self,
+        router: Router,
+        write: Callable[[client_pb2.SessionEnvelope], Awaitable[object]],
+        versions: common_pb2.Versions,
+    ) -> None:
+        self._router = router
+        self._versions = versions
+        self.calls: dict[int, Call] = {}
+        self.outbox: Outbox[client_pb2.SessionFrame, client_pb2.SessionEnvelope] = Outbox(
+            _envelope, write
+        )
+        self.writer: asyncio.Future[None] = asyncio.ensure_future(self.outbox.run())
+
+    # ResultSink ------------------------------------------------------------
+
+    def send_result(self, result: common_pb2.CallResult) -> None:
+        frame = client_pb2.SessionFrame()
+        frame.result.CopyFrom(result)
+        self._put(frame, len(result.data))
+
+    def send_chunk(self, chunk: common_pb2.Chunk) -> None:
+        frame = client_pb2.SessionFrame()
+        frame.chunk.CopyFrom(chunk)
+        self._put(frame, len(chunk.data))
+
+    def call_finished(self, call: Call) -> None:
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+
+    def _put(self, frame: client_pb2.SessionFrame, size: int) -> None:
+        try:
+            self.outbox.put(frame, size)
+        except OutboxClosedError:
+            pass
+
+    # Frames from the client -------------------------------------------------
+
+    def handle(self, frame: client_pb2.ClientFrame) -> None:
+        kind = frame.WhichOneof("kind")
+        if kind == "start":
+            self._start(frame.start)
+        elif kind == "chunk":
+            call = self.calls.get(frame.chunk.call_id)
+            if call is not None:
+                self._router.add_args(call, frame.chunk.data, frame.chunk.more)
+        elif kind == "credit":
+            call = self.calls.get(frame.credit.call_id)
+            if call is not None:
+                self._router.add_credit(call, frame.credit.items)
+        elif kind == "cancel":
+            call = self.calls.get(frame.cancel.call_id)
+            if call is not None:
+                self._router.cancel(call)
+
+    def _start(self, start: client_pb2.CallStart) -> None:
+        call_id = start.call_id
+        name = start.options.function
+        problem = None
+        if call_id in self.calls:
+            problem = f"call id {call_id} is already in use in this session"
+        elif not name or len(name) > MAX_FUNCTION_NAME_LENGTH:
+            problem = f"function name must be 1-{MAX_FUNCTION_NAME_LENGTH} characters"
+        if problem is not None:
+            self.send_result(error_result(call_id, _R.ERROR_REASON_INVALID_ARGUMENT, problem))
+            return
+        call = Call(
+            call_id=call_id,
+            sink=self,
+            options=start.options,
+            caller_versions=self._versions,
+            args=[start.data],
+            args_complete=not start.more,
+        )
+        self.calls[call_id] = call
+        self._router.start_call(call)
+
+    def close(self) -> None:
+        """The client went away: every call of it is cancelled."""
+        for call in list(self.calls.values()):
+            self._router.cancel(call, "client disconnected")
+        self.calls.clear()
+        self.outbox.close()
+
+    async def flush(self, timeout: float) -> None:
+        """Writes what is queued, then takes no more frames."""
+        self.outbox.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.writer), timeout)
+        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - best effort
+            self.writer.cancel()
+
+
+class UnarySink:
+    """Collects the outcome of one unary ``Call`` RPC."""
+
+    def __init__(self, call_id: int) -> None:
+        self.call_id = call_id
+        self.result: common_pb2.CallResult | None = None
+        self._parts: list[bytes] = []
+        self.done = False
+        self.waiter: Callable[[], None] | None = None
+
+    def send_result(self, result: common_pb2.CallResult) -> None:
+        self.result = common_pb2.CallResult()
+        self.result.CopyFrom(result)
+        self._parts = [result.data]
+
+    def send_chunk(self, chunk: common_pb2.Chunk) -> None:
+        self._parts.append(chunk.data)
+
+    def call_finished(self, call: Call) -> None:
+        if self.result is not None and len(self._parts) > 1:
+            self.result.data = b"".join(self._parts)
+            self.result.more = False
+        self.done = True
+        if self.waiter is not None:
+            self.waiter()

@@ -1,0 +1,257 @@
+"""The gateway process: a grpc.aio server with the node and client services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType, TracebackType
+
+from grpc import aio
+
+from easyremote.proto import PROTOCOL_VERSION, python_version, server_options, strategy_from_name
+from easyremote.proto.runtime import run_sync
+from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
+
+from easyremote.server._client_servicer import ClientServicer
+from easyremote.server._node_servicer import NodeServicer
+from easyremote.server._registry import Registry
+from easyremote.server._router import Router, RouterConfig
+from easyremote.server.version import __version__
+
+logger = logging.getLogger("easyremote.server")
+
+_R = common_pb2.ErrorReason
+_START_TIMEOUT_S = 30.0
+
+
+class GatewayError(RuntimeError):
+    """The gateway could not start (port in use, bad address) or failed."""
+
+
+class Server:
+    """The EasyRemote gateway: nodes dial in, clients call through it.
+
+    Example:
+        >>> gateway = Server(port=8080)
+        >>> gateway.start_background()   # or gateway.start() to block
+
+    Args:
+        port: TCP port to listen on; 0 picks a free one (see ``port`` after start).
+        host: Interface to bind. Loopback by default, so nothing is exposed by
+            accident; pass ``"0.0.0.0"`` to accept other machines.
+        default_strategy: Strategy for calls that name none.
+        max_queue: Calls of one function that may wait for a free slot; more are
+            refused with ``QueueFullError``.
+        max_payload_bytes: Largest pickled argument payload accepted (0: no limit).
+        heartbeat_interval: Seconds between node heartbeats the gateway asks for.
+        node_timeout: Seconds without any heartbeat after which a node is dropped
+            (it is suspected, and gets no new calls, after 3 intervals).
+    """
+
+    def __init__(
+        self,
+        port: int = 8080,
+        host: str = "127.0.0.1",
+        *,
+        default_strategy: str = "smart_adaptive",
+        max_queue: int = 1000,
+        max_payload_bytes: int = 0,
+        heartbeat_interval: float = 2.0,
+        node_timeout: float = 20.0,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self.heartbeat_interval = heartbeat_interval
+        self.node_timeout = node_timeout
+        self.registry = Registry()
+        self.router = Router(
+            self.registry,
+            RouterConfig(
+                default_strategy=strategy_from_name(default_strategy),
+                max_queue=max_queue,
+                max_payload_bytes=max_payload_bytes,
+            ),
+        )
+        versions = common_pb2.Versions(
+            protocol=PROTOCOL_VERSION, python=python_version(), easyremote=__version__
+        )
+        self._node_servicer = NodeServicer(
+            self.registry,
+            self.router,
+            node_pb2.Welcome(versions=versions, heartbeat_interval_ms=int(heartbeat_interval * 1000)),
+        )
+        self._client_servicer = ClientServicer(
+            self.registry,
+            self.router,
+            client_pb2.SessionWelcome(versions=versions, max_payload_bytes=max_payload_bytes),
+        )
+        self._server: aio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._stopped = threading.Event()
+        self._monitor: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (differs from the requested one for 0)."""
+        return self._port if self._port is not None else self._requested_port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` clients and nodes should dial."""
+        host = self.host
+        if host in ("0.0.0.0", "::", "[::]", ""):
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._started.is_set() and not self._stopped.is_set()
+
+    # --------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Serves until ``stop()``, SIGINT or SIGTERM (blocking).
+
+        Raises:
+            GatewayError: The gateway could not listen (e.g. port in use).
+        """
+        self.start_background()
+        with _signals_stop(self):
+            try:
+                while not self._stopped.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+            finally:
+                self.stop()
+
+    def start_background(self) -> Server:
+        """Starts serving on EasyRemote's background loop; returns once listening.
+
+        Raises:
+            GatewayError: The gateway could not listen (e.g. port in use).
+        """
+        if self._started.is_set():
+            raise GatewayError("this gateway was already started")
+        run_sync(self._startup(), timeout=_START_TIMEOUT_S)
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stops serving: nodes are told to drain, running calls end with an error.
+
+        Safe to call from any thread, and more than once.
+        """
+        if not self._started.is_set() or self._stopped.is_set():
+            return
+        if self._loop is not None and self._loop.is_running() and not _on_loop(self._loop):
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(grace), self._loop)
+            future.result(grace + 10.0)
+        else:
+            raise GatewayError("stop() from the gateway's own loop: use `await stop_async()`")
+
+    async def start_async(self) -> None:
+        """Starts serving on the running event loop (for asyncio applications)."""
+        await self._startup()
+
+    async def stop_async(self, grace: float = 5.0) -> None:
+        """Stops the gateway from its own event loop."""
+        await self._shutdown(grace)
+
+    def __enter__(self) -> Server:
+        return self.start_background()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- internals
+
+    async def _startup(self) -> None:
+        if self._started.is_set():
+            raise GatewayError("this gateway was already started")
+        self._loop = asyncio.get_running_loop()
+        server = aio.server(options=server_options())
+        node_pb2_grpc.add_NodeServiceServicer_to_server(self._node_servicer, server)
+        client_pb2_grpc.add_ClientServiceServicer_to_server(self._client_servicer, server)
+        target = f"[{self.host}]:{self._requested_port}" if ":" in self.host else f"{self.host}:{self._requested_port}"
+        try:
+            bound = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise GatewayError(f"cannot listen on {target}: {exc} (is the port in use?)") from exc
+        if not bound:
+            raise GatewayError(f"cannot listen on {target} (is the port in use?)")
+        self._port = bound
+        await server.start()
+        self._server = server
+        self._monitor = asyncio.ensure_future(self._watch_heartbeats())
+        logger.info("gateway listening on %s", self.address)
+        self._started.set()
+
+    async def _shutdown(self, grace: float) -> None:
+        server = self._server
+        if server is None:
+            self._stopped.set()
+            return
+        self._server = None
+        if self._monitor is not None:
+            self._monitor.cancel()
+        reason = "the gateway is shutting down"
+        # Tell peers first and flush, so they see a clear reason, not a reset.
+        await self._client_servicer.close_all(reason, timeout=grace)
+        await self._node_servicer.drain_all(reason, timeout=grace)
+        await server.stop(0)
+        logger.info("gateway on %s stopped", self.address)
+        self._stopped.set()
+
+    async def _watch_heartbeats(self) -> None:
+        """Suspects nodes whose heartbeats are late, drops silent ones."""
+        while True:
+            await asyncio.sleep(max(0.1, self.heartbeat_interval / 2))
+            now = time.monotonic()
+            for node in list(self.registry.nodes()):
+                silent = now - node.last_heartbeat
+                if silent > self.node_timeout:
+                    node.link.close(f"no heartbeat for {silent:.1f} s")
+                elif silent > 3 * node.heartbeat_interval_s and node.state == client_pb2.NODE_STATE_HEALTHY:
+                    node.state = client_pb2.NODE_STATE_SUSPECT
+                    logger.warning("node %s suspected: no heartbeat for %.1f s", node.node_id, silent)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+@contextlib.contextmanager
+def _signals_stop(server: Server) -> Iterator[None]:
+    """While blocking in the main thread, SIGTERM stops the gateway like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+__all__ = ["GatewayError", "Server"]

@@ -1,0 +1,51 @@
+"""The gateway's sending side of one node's control stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from easyremote.proto import Outbox, OutboxClosedError
+from easyremote.proto.v1 import node_pb2
+
+
+def _envelope(frames: list[node_pb2.GatewayFrame]) -> node_pb2.GatewayEnvelope:
+    return node_pb2.GatewayEnvelope(frames=frames)
+
+
+class NodeLink:
+    """Queues frames for one node; a single writer task coalesces them."""
+
+    def __init__(self, write: Callable[[node_pb2.GatewayEnvelope], Awaitable[object]]) -> None:
+        self.outbox: Outbox[node_pb2.GatewayFrame, node_pb2.GatewayEnvelope] = Outbox(
+            _envelope, write
+        )
+        self.writer: asyncio.Future[None] = asyncio.ensure_future(self.outbox.run())
+        # The RPC handler serving this node; cancelling it ends the stream.
+        self.handler: asyncio.Task[object] | None = asyncio.current_task()
+        self.close_reason = ""
+
+    def send(self, frame: node_pb2.GatewayFrame, size: int = 0) -> None:
+        """Queues ``frame``; dropped silently once the stream is closed.
+
+        A closed stream means the node is being removed, and the router then
+        settles every call that was running there.
+        """
+        try:
+            self.outbox.put(frame, size)
+        except OutboxClosedError:
+            pass
+
+    def close(self, reason: str) -> None:
+        """Ends the node's stream from the gateway side (e.g. it went silent)."""
+        self.close_reason = reason
+        if self.handler is not None and not self.handler.done():
+            self.handler.cancel()
+
+    async def flush(self, timeout: float) -> None:
+        """Writes what is queued, then takes no more frames."""
+        self.outbox.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.writer), timeout)
+        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - best effort
+            self.writer.cancel()

@@ -1,0 +1,129 @@
+"""Thin servicer for node control streams: decode, hand to domain code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from grpc import aio
+
+from easyremote.proto import PROTOCOL_VERSION
+from easyremote.proto.v1 import client_pb2, common_pb2, node_pb2, node_pb2_grpc
+
+from easyremote.server._node_link import NodeLink
+from easyremote.server._registry import NodeRecord, Registry
+from easyremote.server._router import Router
+from easyremote.server._wire import abort, peer_of
+
+logger = logging.getLogger("easyremote.server")
+
+_R = common_pb2.ErrorReason
+# A node that connects must say hello promptly; idle half-open connections
+# would otherwise hold resources forever.
+HELLO_TIMEOUT_S = 10.0
+MAX_NODE_ID_LENGTH = 256
+
+
+class NodeServicer(node_pb2_grpc.NodeServiceServicer):
+    """Accepts node connections and feeds their frames to the router."""
+
+    def __init__(self, registry: Registry, router: Router, welcome: node_pb2.Welcome) -> None:
+        self._registry = registry
+        self._router = router
+        self._welcome = welcome
+        self._links: set[NodeLink] = set()
+
+    async def drain_all(self, reason: str, timeout: float) -> None:
+        """Tells every connected node to stop taking calls, then closes streams."""
+        links = list(self._links)
+        for link in links:
+            frame = node_pb2.GatewayFrame()
+            frame.drain.reason = reason
+            link.send(frame)
+        await asyncio.gather(*(link.flush(timeout) for link in links))
+
+    async def Connect(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[node_pb2.NodeEnvelope],
+        context: aio.ServicerContext[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope],
+    ) -> None:
+        hello = await self._read_hello(request_iterator, context)
+        node_id = hello.node_id
+        if node_id in self._registry:
+            await abort(
+                context,
+                _R.ERROR_REASON_ALREADY_EXISTS,
+                f"node id {node_id!r} is already connected to this gateway",
+            )
+        link = NodeLink(context.write)
+        record = NodeRecord.from_hello(hello, link, peer_of(context))
+        self._registry.add(record)
+        self._links.add(link)
+        welcome = node_pb2.GatewayFrame()
+        welcome.welcome.CopyFrom(self._welcome)
+        welcome.welcome.node_id = node_id
+        link.send(welcome)
+        logger.info(
+            "node %s connected from %s with %d function(s)", node_id, record.peer, len(record.functions)
+        )
+        self._router.node_joined(record)
+        why = "node closed its connection"
+        try:
+            async for envelope in request_iterator:
+                for frame in envelope.frames:
+                    self._handle(record, frame)
+        except asyncio.CancelledError:
+            why = link.close_reason or "connection lost"
+            raise
+        except Exception as exc:  # noqa: BLE001 - any stream failure means the node is gone
+            why = f"stream failed: {exc}"
+        finally:
+            self._links.discard(link)
+            if self._registry.remove(record):
+                self._router.node_lost(record, why)
+            logger.info("node %s disconnected: %s", node_id, why)
+        await link.flush(timeout=5.0)
+
+    def _handle(self, record: NodeRecord, frame: node_pb2.NodeFrame) -> None:
+        kind = frame.WhichOneof("kind")
+        if kind == "result":
+            self._router.node_result(record, frame.result)
+        elif kind == "chunk":
+            self._router.node_chunk(record, frame.chunk)
+        elif kind == "heartbeat":
+            record.on_heartbeat(frame.heartbeat)
+            self._router.node_available(record)
+        elif kind == "draining":
+            record.state = client_pb2.NODE_STATE_DRAINING
+            logger.info("node %s is draining: %s", record.node_id, frame.draining.reason)
+
+    async def _read_hello(
+        self,
+        request_iterator: AsyncIterator[node_pb2.NodeEnvelope],
+        context: aio.ServicerContext[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope],
+    ) -> node_pb2.NodeHello:
+        try:
+            first = await asyncio.wait_for(request_iterator.__anext__(), HELLO_TIMEOUT_S)
+        except (StopAsyncIteration, asyncio.TimeoutError):
+            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "expected a NodeHello first")
+        if not first.frames or first.frames[0].WhichOneof("kind") != "hello":
+            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "the first frame must be a NodeHello")
+        hello = first.frames[0].hello
+        if hello.versions.protocol != PROTOCOL_VERSION:
+            await abort(
+                context,
+                _R.ERROR_REASON_PROTOCOL_MISMATCH,
+                f"node speaks protocol {hello.versions.protocol}, gateway {PROTOCOL_VERSION}; "
+                "install matching easyremote versions",
+            )
+        if not hello.node_id or len(hello.node_id) > MAX_NODE_ID_LENGTH:
+            await abort(
+                context,
+                _R.ERROR_REASON_INVALID_ARGUMENT,
+                f"node id must be 1-{MAX_NODE_ID_LENGTH} characters",
+            )
+        names = [spec.name for spec in hello.functions]
+        if len(set(names)) != len(names) or not all(names):
+            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "function names must be unique and non-empty")
+        return hello

@@ -1,0 +1,1 @@
+"""Compatibility namespace: ``easyremote.core.nodes.client`` (functional mode)."""
