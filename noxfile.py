@@ -167,6 +167,7 @@ def _install_check(session: nox.Session) -> None:
 @nox.session(name="install-check")
 def install_check(session: nox.Session) -> None:
     """Fresh venvs: server-only has no cloudpickle/psutil/NVML; client-only calls."""
+    _install_packages(session)
     _install_check(session)
 
 

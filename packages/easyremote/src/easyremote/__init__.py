@@ -24,7 +24,7 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
-from easyremote.client import (  # noqa: E402
+from easyremote.client import (
     AsyncCallStream,
     AsyncClient,
     AuthenticationError,
@@ -50,9 +50,9 @@ from easyremote.client import (  # noqa: E402
     remote,
     set_default_gateway,
 )
-from easyremote.node import ComputeNode, NodeError, current_call  # noqa: E402
-from easyremote.server import GatewayError, Server  # noqa: E402
-from easyremote.version import __version__  # noqa: E402
+from easyremote.node import ComputeNode, NodeError, current_call
+from easyremote.server import GatewayError, Server
+from easyremote.version import __version__
 
 __all__ = [
     "AsyncCallStream",

@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from easyremote.proto.v1 import client_pb2
-
 from easyremote.client._connection import STREAM_WINDOW, Connection, PendingCall, Session
 from easyremote.client._errors import CallTimeoutError
 from easyremote.client._options import build_options
@@ -21,6 +19,7 @@ from easyremote.client._serialization import (
 )
 from easyremote.client._status import NodeStatus
 from easyremote.client._stream import StreamReceiver
+from easyremote.proto.v1 import client_pb2
 
 DEFAULT_GATEWAY = "localhost:8080"
 # Beyond the call's own deadline the client waits this much longer for the
@@ -48,7 +47,9 @@ class AsyncCallStream:
         if data is None:
             raise StopAsyncIteration
         if len(data) > INLINE_PICKLE_BYTES:
-            return await asyncio.to_thread(load_result, self._function, data, self._receiver.node_id)
+            return await asyncio.to_thread(
+                load_result, self._function, data, self._receiver.node_id
+            )
         return load_result(self._function, data, self._receiver.node_id)
 
     async def aclose(self) -> None:
@@ -139,12 +140,16 @@ class AsyncClient:
     ) -> AsyncCallStream:
         options.stream = True
         options.credit = STREAM_WINDOW
-        receiver = self.stream_receiver(options, lambda: dump_arguments(options.function, args, kwargs))
+        receiver = self.stream_receiver(
+            options, lambda: dump_arguments(options.function, args, kwargs)
+        )
         return AsyncCallStream(receiver, options.function)
 
     # -------------------------------------------------------------- raw layer
 
-    async def _call(self, options: client_pb2.CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _call(
+        self, options: client_pb2.CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         payload = dump_arguments(options.function, args, kwargs)
         data, node_id = await self.invoke(options, payload)
         if len(data) > INLINE_PICKLE_BYTES:
@@ -166,7 +171,8 @@ class AsyncClient:
                 except asyncio.TimeoutError:
                     session.cancel(pending.call_id)
                     raise CallTimeoutError(
-                        f"{options.function!r} did not finish within {options.timeout_ms / 1000:g} s",
+                        f"{options.function!r} did not finish within "
+                        f"{options.timeout_ms / 1000:g} s",
                         node_id=pending.node_id,
                     ) from None
             else:
@@ -186,7 +192,9 @@ class AsyncClient:
 
         deadline = None
         if options.timeout_ms:
-            deadline = asyncio.get_running_loop().time() + options.timeout_ms / 1000.0 + _DEADLINE_GRACE_S
+            deadline = (
+                asyncio.get_running_loop().time() + options.timeout_ms / 1000.0 + _DEADLINE_GRACE_S
+            )
         return StreamReceiver(open_call, deadline)
 
     # ----------------------------------------------------------------- status

@@ -8,15 +8,14 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from easyremote.proto.runtime import run_sync, submit
-from easyremote.proto.v1 import client_pb2
-
 from easyremote.client._async_client import AsyncClient, default_address
 from easyremote.client._connection import STREAM_WINDOW
 from easyremote.client._options import build_options
 from easyremote.client._serialization import dump_arguments, load_result
 from easyremote.client._status import NodeStatus
 from easyremote.client._stream import StreamReceiver
+from easyremote.proto.runtime import is_exiting, run_sync, submit
+from easyremote.proto.v1 import client_pb2
 
 
 class CallStream:
@@ -26,7 +25,13 @@ class CallStream:
     collection) cancels the call on the node, which closes the generator.
     """
 
-    def __init__(self, client: Client, options: client_pb2.CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        client: Client,
+        options: client_pb2.CallOptions,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
         self._client = client
         self._options = options
         self._args = args
@@ -48,7 +53,9 @@ class CallStream:
     def _item(self, data: bytes | None) -> Any:
         if data is None:
             return None
-        return load_result(self._options.function, data, self._receiver.node_id if self._receiver else "")
+        return load_result(
+            self._options.function, data, self._receiver.node_id if self._receiver else ""
+        )
 
     # Synchronous iteration ----------------------------------------------
 
@@ -95,7 +102,7 @@ class CallStream:
 
     def __del__(self) -> None:
         receiver = self._receiver
-        if receiver is not None and not receiver.finished:
+        if receiver is not None and not receiver.finished and not is_exiting():
             try:
                 submit(receiver.aclose())
             except Exception:  # noqa: BLE001 - interpreter shutdown
@@ -112,7 +119,8 @@ class Client:
         >>> client = Client("localhost:8080")
         >>> client.call("train_model", data="sample")
         >>> client.call_node("gpu-node-1", "train_model", "sample")
-        >>> client.call_with_config("train_model", {"strategy": "cost_aware", "cost_limit": 5.0}, "x")
+        >>> config = {"strategy": "cost_aware", "cost_limit": 5.0}
+        >>> client.call_with_config("train_model", config, "x")
 
     Args:
         address: Gateway ``host:port`` (default: ``EASYREMOTE_GATEWAY`` or
@@ -155,11 +163,17 @@ class Client:
 
     def call_node(self, node_id: str, function: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``function`` on the node ``node_id`` only."""
-        return self._invoke(build_options(function, node_id=node_id, default_timeout=self.timeout), args, kwargs)
+        return self._invoke(
+            build_options(function, node_id=node_id, default_timeout=self.timeout), args, kwargs
+        )
 
-    def call_with_config(self, function: str, config: Mapping[str, Any], /, *args: Any, **kwargs: Any) -> Any:
+    def call_with_config(
+        self, function: str, config: Mapping[str, Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
         """Calls ``function`` with routing options (see AsyncClient.call_with_config)."""
-        return self._invoke(build_options(function, config, default_timeout=self.timeout), args, kwargs)
+        return self._invoke(
+            build_options(function, config, default_timeout=self.timeout), args, kwargs
+        )
 
     def call_stream(self, function: str, /, *args: Any, **kwargs: Any) -> CallStream:
         """Calls a generator function; iterate with ``for`` or ``async for``."""
@@ -173,11 +187,15 @@ class Client:
         options.credit = STREAM_WINDOW
         return CallStream(self, options, args, kwargs)
 
-    def invoke_with_options(self, options: client_pb2.CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def invoke_with_options(
+        self, options: client_pb2.CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Runs a call with prepared options (used by ``@remote``)."""
         return self._invoke(options, args, kwargs)
 
-    def _invoke(self, options: client_pb2.CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _invoke(
+        self, options: client_pb2.CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         # Pickling happens in the calling thread, so many threads pickle in
         # parallel while the loop thread only moves bytes.
         payload = dump_arguments(options.function, args, kwargs)
@@ -216,7 +234,7 @@ class Client:
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_closed", True):
+        if getattr(self, "_closed", True) or is_exiting():
             return
         try:
             submit(self._async.close())

@@ -18,9 +18,6 @@ from typing import TypeVar
 import grpc
 from grpc import aio
 
-from easyremote.proto import CHUNK_SIZE, Outbox, OutboxClosedError, channel_options
-from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
-
 from easyremote.client._errors import (
     CallCancelledError,
     EasyRemoteError,
@@ -29,6 +26,8 @@ from easyremote.client._errors import (
     error_from_wire,
 )
 from easyremote.client._serialization import local_versions
+from easyremote.proto import CHUNK_SIZE, Outbox, OutboxClosedError, channel_options
+from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
 
 logger = logging.getLogger("easyremote.client")
 
@@ -48,7 +47,17 @@ def _envelope(frames: list[client_pb2.ClientFrame]) -> client_pb2.ClientEnvelope
 class PendingCall:
     """Receives the outcome frames of one call."""
 
-    __slots__ = ("call_id", "function", "stream", "future", "queue", "_parts", "_kind", "node_id", "attempt")
+    __slots__ = (
+        "_kind",
+        "_parts",
+        "attempt",
+        "call_id",
+        "function",
+        "future",
+        "node_id",
+        "queue",
+        "stream",
+    )
 
     def __init__(self, call_id: int, function: str, stream: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -112,9 +121,13 @@ class PendingCall:
 class Session:
     """One open Session stream and the calls multiplexed on it."""
 
-    def __init__(self, stream: aio.StreamStreamCall[client_pb2.ClientEnvelope, client_pb2.SessionEnvelope]) -> None:
+    def __init__(
+        self, stream: aio.StreamStreamCall[client_pb2.ClientEnvelope, client_pb2.SessionEnvelope]
+    ) -> None:
         self._stream = stream
-        self.outbox: Outbox[client_pb2.ClientFrame, client_pb2.ClientEnvelope] = Outbox(_envelope, stream.write)
+        self.outbox: Outbox[client_pb2.ClientFrame, client_pb2.ClientEnvelope] = Outbox(
+            _envelope, stream.write
+        )
         self.calls: dict[int, PendingCall] = {}
         self._ids = itertools.count(1)
         self.closed = False
@@ -224,7 +237,9 @@ class Session:
                 await self.outbox.put_wait(chunk_frame, len(piece))
         except OutboxClosedError:
             self.calls.pop(call_id, None)
-            raise GatewayUnavailableError("connection to the gateway was lost while sending the call") from None
+            raise GatewayUnavailableError(
+                "connection to the gateway was lost while sending the call"
+            ) from None
         except BaseException:
             self.cancel(call_id)
             raise
@@ -333,10 +348,13 @@ class Connection:
             self._session = session
             return session
         raise GatewayUnavailableError(
-            f"cannot reach the gateway at {self.address} after {self.retry_attempts + 1} attempt(s): {last}"
+            f"cannot reach the gateway at {self.address} after "
+            f"{self.retry_attempts + 1} attempt(s): {last}"
         ) from last
 
-    async def unary(self, make_call: Callable[[client_pb2_grpc.ClientServiceStub], Awaitable[T]]) -> T:
+    async def unary(
+        self, make_call: Callable[[client_pb2_grpc.ClientServiceStub], Awaitable[T]]
+    ) -> T:
         """Runs an idempotent unary RPC, retrying when the gateway is unreachable."""
         delay = 0.1
         for attempt in range(self.retry_attempts + 1):
@@ -365,4 +383,3 @@ class Connection:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
-

@@ -98,7 +98,11 @@ class RemoteExecutionError(EasyRemoteError):
 
     def __str__(self) -> str:
         where = f" on {self.node_id}" if self.node_id else ""
-        text = f"{self.remote_type or 'Exception'}: {self.message}" if self.remote_type else self.message
+        text = (
+            f"{self.remote_type or 'Exception'}: {self.message}"
+            if self.remote_type
+            else self.message
+        )
         return f"{text} (raised{where})"
 
 
@@ -129,7 +133,9 @@ class StreamInterruptedError(EasyRemoteError):
 
     reason = _R.ERROR_REASON_STREAM_INTERRUPTED
 
-    def __init__(self, message: str = "", *, items_delivered: int = 0, node_id: str = "", attempt: int = 0) -> None:
+    def __init__(
+        self, message: str = "", *, items_delivered: int = 0, node_id: str = "", attempt: int = 0
+    ) -> None:
         super().__init__(message, node_id=node_id, attempt=attempt)
         self.items_delivered = items_delivered
 
@@ -220,7 +226,10 @@ def error_from_wire(error: common_pb2.Error, data: bytes = b"") -> EasyRemoteErr
         )
     if cls is StreamInterruptedError:
         return StreamInterruptedError(
-            error.message, items_delivered=error.items_delivered, node_id=error.node_id, attempt=error.attempt
+            error.message,
+            items_delivered=error.items_delivered,
+            node_id=error.node_id,
+            attempt=error.attempt,
         )
     message = error.message or common_pb2.ErrorReason.Name(error.reason)
     return cls(message, node_id=error.node_id, attempt=error.attempt)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from easyremote.client._errors import InvalidArgumentError
 from easyremote.proto import strategy_from_name
 from easyremote.proto.v1 import client_pb2
-
-from easyremote.client._errors import InvalidArgumentError
 
 CONFIG_KEYS = frozenset({"strategy", "requirements", "cost_limit", "timeout", "node_id"})
 REQUIREMENT_KEYS = frozenset(

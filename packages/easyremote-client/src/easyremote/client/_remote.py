@@ -8,6 +8,7 @@ use. The default gateway is ``set_default_gateway(...)``, else
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
@@ -73,8 +74,6 @@ class RemoteFunction:
         stream: bool | None,
         config: Mapping[str, Any],
     ) -> None:
-        import inspect
-
         functools.update_wrapper(self, func)
         self.local = func
         self.name = name or func.__name__
@@ -92,7 +91,11 @@ class RemoteFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         client = get_default_client(self.gateway)
         options = build_options(
-            self.name, self.config, node_id=self.node_id, stream=self.stream, default_timeout=client.timeout
+            self.name,
+            self.config,
+            node_id=self.node_id,
+            stream=self.stream,
+            default_timeout=client.timeout,
         )
         if self.stream:
             return client.stream_with_options(options, args, kwargs)
@@ -171,7 +174,9 @@ def remote(
         raise ValueError("@remote(load_balancing=False) needs node_id= to know where to run")
 
     def decorate(target: F) -> RemoteFunction:
-        return RemoteFunction(target, name=name, gateway=gateway, node_id=node_id, stream=stream, config=config)
+        return RemoteFunction(
+            target, name=name, gateway=gateway, node_id=node_id, stream=stream, config=config
+        )
 
     if func is not None:
         return decorate(func)

@@ -7,11 +7,10 @@ from typing import Any
 
 import cloudpickle
 
-from easyremote.proto import PROTOCOL_VERSION, python_version
-from easyremote.proto.v1 import common_pb2
-
 from easyremote.client._errors import SerializationError
 from easyremote.client.version import __version__
+from easyremote.proto import PROTOCOL_VERSION, python_version
+from easyremote.proto.v1 import common_pb2
 
 # Payloads above this size are (un)pickled off the event loop by AsyncClient.
 INLINE_PICKLE_BYTES = 256 * 1024
@@ -31,7 +30,9 @@ def dump_arguments(function: str, args: tuple[Any, ...], kwargs: dict[str, Any])
     try:
         return cloudpickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        raise SerializationError(f"could not pickle the arguments of {function!r}: {exc!r}") from exc
+        raise SerializationError(
+            f"could not pickle the arguments of {function!r}: {exc!r}"
+        ) from exc
 
 
 def load_result(function: str, data: bytes, node_id: str = "") -> Any:
@@ -43,6 +44,7 @@ def load_result(function: str, data: bytes, node_id: str = "") -> Any:
         where = f" from node {node_id!r}" if node_id else ""
         raise SerializationError(
             f"could not unpickle the result of {function!r}{where}: {exc!r} (this client runs "
-            f"{mine.python} with cloudpickle {mine.cloudpickle}; see get_node_status() for the node's)",
+            f"{mine.python} with cloudpickle {mine.cloudpickle}; "
+            "see get_node_status() for the node's)",
             node_id=node_id,
         ) from exc

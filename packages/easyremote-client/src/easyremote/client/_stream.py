@@ -48,7 +48,9 @@ class StreamReceiver:
                 event = await asyncio.wait_for(pending.queue.get(), max(0.0, left))
         except asyncio.TimeoutError:
             await self.aclose()
-            raise CallTimeoutError(f"stream of {pending.function!r} exceeded its deadline") from None
+            raise CallTimeoutError(
+                f"stream of {pending.function!r} exceeded its deadline"
+            ) from None
         except asyncio.CancelledError:
             await self.aclose()
             raise
@@ -72,5 +74,3 @@ class StreamReceiver:
         self.finished = True
         if self._session is not None and self._pending is not None:
             self._session.cancel(self._pending.call_id)
-
-

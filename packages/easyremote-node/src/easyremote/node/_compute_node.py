@@ -20,14 +20,13 @@ from typing import Any, TypeVar, overload
 import grpc
 from grpc import aio
 
-from easyremote.proto import REASON_METADATA_KEY, channel_options
-from easyremote.proto.runtime import in_background_loop, submit
-from easyremote.proto.v1 import node_pb2, node_pb2_grpc
-
 from easyremote.node._functions import RegisteredFunction, kind_of
 from easyremote.node._resources import ResourceProbe, SystemProbe
 from easyremote.node._serialization import local_versions
 from easyremote.node._session import NodeSession
+from easyremote.proto import REASON_METADATA_KEY, channel_options
+from easyremote.proto.runtime import in_background_loop, submit
+from easyremote.proto.v1 import node_pb2, node_pb2_grpc
 
 logger = logging.getLogger("easyremote.node")
 
@@ -164,7 +163,9 @@ class ComputeNode:
 
         def decorate(target: F) -> F:
             if self._running is not None:
-                raise NodeError("register functions before serve(): the gateway learns them at registration")
+                raise NodeError(
+                    "register functions before serve(): the gateway learns them at registration"
+                )
             if not callable(target):
                 raise TypeError(f"cannot register {target!r}: not callable")
             if max_concurrency is not None and max_concurrency < 1:
@@ -296,12 +297,16 @@ class ComputeNode:
                     self._last_error = str(exc)
                 except (grpc.RpcError, OSError, asyncio.TimeoutError) as exc:
                     self._last_error = _describe(exc)
-                    logger.debug("connection to %s failed: %s", self.gateway_address, self._last_error)
+                    logger.debug(
+                        "connection to %s failed: %s", self.gateway_address, self._last_error
+                    )
                 finally:
                     self._registered.clear()
                 if self._stop_event.is_set() or not self.reconnect:
                     return
-                delay = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2**failures) * random.uniform(0.5, 1.0)
+                delay = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2**failures) * random.uniform(
+                    0.5, 1.0
+                )
                 failures += 1
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop_event.wait(), delay)
@@ -385,7 +390,9 @@ class ComputeNode:
         stopper = asyncio.ensure_future(self._stop_event.wait())
         drain = asyncio.ensure_future(session.drain_requested.wait())
         try:
-            done, _ = await asyncio.wait({reader, stopper, drain}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {reader, stopper, drain}, return_when=asyncio.FIRST_COMPLETED
+            )
             if drain in done and stopper not in done and reader not in done:
                 # The gateway is going away: finish what runs, then reconnect.
                 session.start_draining("gateway asked to drain")
@@ -396,7 +403,9 @@ class ComputeNode:
                     session.start_draining("node is stopping")
                     finished = await session.wait_idle(self._drain_timeout)
                     if not finished:
-                        logger.warning("node %s: drain timed out, cancelling running calls", self.node_id)
+                        logger.warning(
+                            "node %s: drain timed out, cancelling running calls", self.node_id
+                        )
                 session.cancel_all("node is stopping")
                 # Let cancelled calls report before the stream closes.
                 await session.wait_idle(5.0)

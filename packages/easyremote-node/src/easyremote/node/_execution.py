@@ -9,9 +9,6 @@ from collections.abc import AsyncGenerator, Generator
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from easyremote.proto import CHUNK_SIZE
-from easyremote.proto.v1 import common_pb2, node_pb2
-
 from easyremote.node._context import CallContext, reset_current, set_current
 from easyremote.node._functions import FunctionKind, RegisteredFunction
 from easyremote.node._serialization import (
@@ -22,6 +19,8 @@ from easyremote.node._serialization import (
     loads,
     pickled_exception,
 )
+from easyremote.proto import CHUNK_SIZE
+from easyremote.proto.v1 import common_pb2, node_pb2
 
 if TYPE_CHECKING:
     from easyremote.proto import Outbox
@@ -124,11 +123,15 @@ class Execution:
         except asyncio.CancelledError:
             self.context.cancel()
             self._send_error(
-                common_pb2.Error(reason=_R.ERROR_REASON_CANCELLED, message=self._cancel_reason or "cancelled")
+                common_pb2.Error(
+                    reason=_R.ERROR_REASON_CANCELLED, message=self._cancel_reason or "cancelled"
+                )
             )
         except Exception as exc:  # noqa: BLE001 - a node bug must still answer the call
             self._send_error(
-                common_pb2.Error(reason=_R.ERROR_REASON_INTERNAL, message=f"node failed to run the call: {exc!r}")
+                common_pb2.Error(
+                    reason=_R.ERROR_REASON_INTERNAL, message=f"node failed to run the call: {exc!r}"
+                )
             )
 
     async def _execute(self) -> None:
@@ -180,7 +183,9 @@ class Execution:
 
     async def _stream_sync(self, payload: bytes) -> None:
         loop = asyncio.get_running_loop()
-        gen: Generator[Any, None, None] = await loop.run_in_executor(self._pool, self._start_generator, payload)
+        gen: Generator[Any, None, None] = await loop.run_in_executor(
+            self._pool, self._start_generator, payload
+        )
         finished = False
         try:
             while True:
@@ -283,14 +288,18 @@ class Execution:
     async def _loads(self, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if len(payload) <= INLINE_PICKLE_BYTES:
             return self._loads_sync(payload)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._loads_sync, payload)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._loads_sync, payload
+        )
 
     async def _dumps(self, value: object) -> bytes:
         # Size is unknown before pickling; large values are rare on async paths
         # and pickling them inline would stall the loop, so use a thread when
         # the value is a big buffer.
         if isinstance(value, (bytes, bytearray, memoryview)) and len(value) > INLINE_PICKLE_BYTES:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, self._dumps_sync, value)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._dumps_sync, value
+            )
         return self._dumps_sync(value)
 
     # ---------------------------------------------------------------- sending

@@ -97,7 +97,9 @@ class NvmlReader:
         if self._nvml is not None or self._failed:
             return self._nvml
         try:
-            import pynvml
+            # Imported lazily: the module is harmless, but only hosts that
+            # probe GPUs should pay for loading it.
+            import pynvml  # noqa: PLC0415
 
             pynvml.nvmlInit()
         except Exception as exc:  # noqa: BLE001 - no driver/library means no GPUs
@@ -148,7 +150,9 @@ def _read_gpu(nvml: Any, index: int) -> GpuSnapshot:
     except Exception:  # noqa: BLE001
         pass
     try:
-        values["temperature_c"] = float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+        values["temperature_c"] = float(
+            nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
+        )
     except Exception:  # noqa: BLE001
         pass
     return GpuSnapshot(**values)

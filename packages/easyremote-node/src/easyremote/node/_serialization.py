@@ -8,10 +8,9 @@ from typing import Any
 
 import cloudpickle
 
+from easyremote.node.version import __version__
 from easyremote.proto import PROTOCOL_VERSION, python_version
 from easyremote.proto.v1 import common_pb2
-
-from easyremote.node.version import __version__
 
 # Below this size pickling runs inline on the event loop; above it in a worker
 # thread so heartbeats and other calls are not held up.

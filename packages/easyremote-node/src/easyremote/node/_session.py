@@ -9,12 +9,11 @@ from concurrent.futures import Executor
 
 from grpc import aio
 
-from easyremote.proto import Outbox
-from easyremote.proto.v1 import common_pb2, node_pb2
-
 from easyremote.node._execution import Execution
 from easyremote.node._functions import RegisteredFunction
 from easyremote.node._resources import ResourceProbe
+from easyremote.proto import Outbox
+from easyremote.proto.v1 import common_pb2, node_pb2
 
 logger = logging.getLogger("easyremote.node")
 

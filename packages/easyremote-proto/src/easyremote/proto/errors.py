@@ -66,9 +66,7 @@ def status_for_reason(reason: int) -> grpc.StatusCode:
     return REASON_TO_STATUS.get(reason, _S.UNKNOWN)
 
 
-def reason_from_status(
-    code: grpc.StatusCode | None, metadata_reason: str | None = None
-) -> int:
+def reason_from_status(code: grpc.StatusCode | None, metadata_reason: str | None = None) -> int:
     """Returns the ErrorReason of a gRPC error.
 
     Args:

@@ -11,6 +11,7 @@ own loop instead.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import os
 import threading
@@ -23,6 +24,7 @@ _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
 _pid = 0
+_exiting = False
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:
@@ -30,17 +32,54 @@ def _serve(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_forever()
 
 
+def _cancel_everything() -> None:
+    for task in asyncio.all_tasks():
+        task.cancel()
+
+
+def _shutdown_at_exit() -> None:
+    """Stops the loop before the interpreter tears down modules under it.
+
+    Without this, work still scheduled (an unclosed Client, a node still
+    serving) dies with the daemon thread mid-call and Python reports errors
+    from half-finalized modules.
+    """
+    global _exiting
+    _exiting = True
+    loop, thread = _loop, _thread
+    if loop is None or thread is None or not thread.is_alive() or _pid != os.getpid():
+        return
+    try:
+        loop.call_soon_threadsafe(_cancel_everything)
+        loop.call_soon_threadsafe(loop.stop)
+    except RuntimeError:
+        return
+    thread.join(timeout=2.0)
+
+
+atexit.register(_shutdown_at_exit)
+
+
 def background_loop() -> asyncio.AbstractEventLoop:
     """The shared loop, started on first use (and again after a fork)."""
     global _loop, _thread, _pid
+    if _exiting:
+        raise RuntimeError("the interpreter is exiting; EasyRemote's loop is stopped")
     with _lock:
         alive = _thread is not None and _thread.is_alive() and _pid == os.getpid()
         if _loop is None or not alive or _loop.is_closed():
             _loop = asyncio.new_event_loop()
-            _thread = threading.Thread(target=_serve, args=(_loop,), name="easyremote-loop", daemon=True)
+            _thread = threading.Thread(
+                target=_serve, args=(_loop,), name="easyremote-loop", daemon=True
+            )
             _thread.start()
             _pid = os.getpid()
         return _loop
+
+
+def is_exiting() -> bool:
+    """True once the interpreter is shutting down (the loop is gone)."""
+    return _exiting
 
 
 def in_background_loop() -> bool:

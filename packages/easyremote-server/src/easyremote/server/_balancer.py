@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from easyremote.proto.v1 import client_pb2, common_pb2
-
 from easyremote.server._registry import FunctionStats, NodeRecord
 
 _GIB = float(1 << 30)
 _S = common_pb2.Strategy
-
 
 
 def exclusion_reason(
@@ -102,14 +100,17 @@ def _round_robin(node: NodeRecord, stats: FunctionStats) -> float:
 
 
 # Per strategy: the ranking key (lower is better), and when two keys count as
-# equal (relative, absolute). Latencies are in ms and noisy, so 25% or 0.5 ms
-# apart is a tie; declared costs are exact; headroom mixes fractions.
+# equal (relative, absolute). Latencies are in ms and noisy: a few ms, or
+# tens of percent, between two nodes is jitter, not a faster node. The
+# adaptive default is the most tolerant, so identical nodes alternate;
+# latency_based follows smaller differences. Costs are exact; headroom mixes
+# fractions.
 _STRATEGIES: dict[int, tuple[Callable[[NodeRecord, FunctionStats], float], float, float]] = {
     _S.STRATEGY_ROUND_ROBIN: (_round_robin, 0.0, 0.0),
     _S.STRATEGY_RESOURCE_AWARE: (_headroom, 0.0, 0.05),
-    _S.STRATEGY_LATENCY_BASED: (_latency, 0.25, 0.5),
+    _S.STRATEGY_LATENCY_BASED: (_latency, 0.25, 2.0),
     _S.STRATEGY_COST_AWARE: (_cost, 0.0, 1e-9),
-    _S.STRATEGY_SMART_ADAPTIVE: (_smart, 0.3, 1.0),
+    _S.STRATEGY_SMART_ADAPTIVE: (_smart, 0.5, 5.0),
 }
 
 

@@ -11,7 +11,6 @@ from grpc import aio
 
 from easyremote.proto import PROTOCOL_VERSION
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
-
 from easyremote.server._calls import Call
 from easyremote.server._client_session import ClientSession, UnarySink
 from easyremote.server._registry import Registry
@@ -28,7 +27,9 @@ HELLO_TIMEOUT_S = 10.0
 class ClientServicer(client_pb2_grpc.ClientServiceServicer):
     """Accepts client sessions and queries; routing lives in the Router."""
 
-    def __init__(self, registry: Registry, router: Router, welcome: client_pb2.SessionWelcome) -> None:
+    def __init__(
+        self, registry: Registry, router: Router, welcome: client_pb2.SessionWelcome
+    ) -> None:
         self._registry = registry
         self._router = router
         self._welcome = welcome
@@ -53,7 +54,9 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         except (StopAsyncIteration, asyncio.TimeoutError):
             await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "expected a ClientHello first")
         if not first.frames or first.frames[0].WhichOneof("kind") != "hello":
-            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "the first frame must be a ClientHello")
+            await abort(
+                context, _R.ERROR_REASON_INVALID_ARGUMENT, "the first frame must be a ClientHello"
+            )
         versions = first.frames[0].hello.versions
         if versions.protocol != PROTOCOL_VERSION:
             await abort(
@@ -129,5 +132,9 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
     ) -> client_pb2.NodeStatus:
         node = self._registry.get(request.node_id)
         if node is None:
-            await abort(context, _R.ERROR_REASON_NODE_NOT_FOUND, f"node {request.node_id!r} is not connected")
+            await abort(
+                context,
+                _R.ERROR_REASON_NODE_NOT_FOUND,
+                f"node {request.node_id!r} is not connected",
+            )
         return node_status(node, self._router)

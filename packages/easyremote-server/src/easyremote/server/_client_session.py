@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 
 from easyremote.proto import Outbox, OutboxClosedError
 from easyremote.proto.v1 import client_pb2, common_pb2
-
 from easyremote.server._calls import Call, error_result
 from easyremote.server._router import Router
 

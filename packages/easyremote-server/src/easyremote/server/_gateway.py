@@ -16,7 +16,6 @@ from grpc import aio
 from easyremote.proto import PROTOCOL_VERSION, python_version, server_options, strategy_from_name
 from easyremote.proto.runtime import run_sync
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
-
 from easyremote.server._client_servicer import ClientServicer
 from easyremote.server._node_servicer import NodeServicer
 from easyremote.server._registry import Registry
@@ -84,7 +83,9 @@ class Server:
         self._node_servicer = NodeServicer(
             self.registry,
             self.router,
-            node_pb2.Welcome(versions=versions, heartbeat_interval_ms=int(heartbeat_interval * 1000)),
+            node_pb2.Welcome(
+                versions=versions, heartbeat_interval_ms=int(heartbeat_interval * 1000)
+            ),
         )
         self._client_servicer = ClientServicer(
             self.registry,
@@ -186,7 +187,11 @@ class Server:
         server = aio.server(options=server_options())
         node_pb2_grpc.add_NodeServiceServicer_to_server(self._node_servicer, server)
         client_pb2_grpc.add_ClientServiceServicer_to_server(self._client_servicer, server)
-        target = f"[{self.host}]:{self._requested_port}" if ":" in self.host else f"{self.host}:{self._requested_port}"
+        target = (
+            f"[{self.host}]:{self._requested_port}"
+            if ":" in self.host
+            else f"{self.host}:{self._requested_port}"
+        )
         try:
             bound = server.add_insecure_port(target)
         except RuntimeError as exc:
@@ -225,9 +230,14 @@ class Server:
                 silent = now - node.last_heartbeat
                 if silent > self.node_timeout:
                     node.link.close(f"no heartbeat for {silent:.1f} s")
-                elif silent > 3 * node.heartbeat_interval_s and node.state == client_pb2.NODE_STATE_HEALTHY:
+                elif (
+                    silent > 3 * node.heartbeat_interval_s
+                    and node.state == client_pb2.NODE_STATE_HEALTHY
+                ):
                     node.state = client_pb2.NODE_STATE_SUSPECT
-                    logger.warning("node %s suspected: no heartbeat for %.1f s", node.node_id, silent)
+                    logger.warning(
+                        "node %s suspected: no heartbeat for %.1f s", node.node_id, silent
+                    )
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

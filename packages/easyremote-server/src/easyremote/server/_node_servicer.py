@@ -10,7 +10,6 @@ from grpc import aio
 
 from easyremote.proto import PROTOCOL_VERSION
 from easyremote.proto.v1 import client_pb2, common_pb2, node_pb2, node_pb2_grpc
-
 from easyremote.server._node_link import NodeLink
 from easyremote.server._registry import NodeRecord, Registry
 from easyremote.server._router import Router
@@ -65,7 +64,10 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         welcome.welcome.node_id = node_id
         link.send(welcome)
         logger.info(
-            "node %s connected from %s with %d function(s)", node_id, record.peer, len(record.functions)
+            "node %s connected from %s with %d function(s)",
+            node_id,
+            record.peer,
+            len(record.functions),
         )
         self._router.node_joined(record)
         why = "node closed its connection"
@@ -108,7 +110,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         except (StopAsyncIteration, asyncio.TimeoutError):
             await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "expected a NodeHello first")
         if not first.frames or first.frames[0].WhichOneof("kind") != "hello":
-            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "the first frame must be a NodeHello")
+            await abort(
+                context, _R.ERROR_REASON_INVALID_ARGUMENT, "the first frame must be a NodeHello"
+            )
         hello = first.frames[0].hello
         if hello.versions.protocol != PROTOCOL_VERSION:
             await abort(
@@ -125,5 +129,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             )
         names = [spec.name for spec in hello.functions]
         if len(set(names)) != len(names) or not all(names):
-            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "function names must be unique and non-empty")
+            await abort(
+                context,
+                _R.ERROR_REASON_INVALID_ARGUMENT,
+                "function names must be unique and non-empty",
+            )
         return hello

@@ -34,9 +34,17 @@ class FunctionStats:
     completed: int = 0
     failed: int = 0
     latency_ms: float = 0.0
+    # Successful calls timed so far; the first is a warm-up (thread start,
+    # imports, caches) and is not averaged in.
+    samples: int = 0
     # Dispatch sequence number of the last call sent here; lower = used less
     # recently. Ties between equally good nodes go to the least recent.
     last_dispatch: int = 0
+
+    def record_latency(self, elapsed_ms: float) -> None:
+        if self.samples:
+            self.latency_ms = ewma(self.latency_ms, elapsed_ms)
+        self.samples += 1
 
     @property
     def has_slot_limit(self) -> bool:

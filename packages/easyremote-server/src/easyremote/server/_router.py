@@ -13,7 +13,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from easyremote.proto.v1 import common_pb2, node_pb2
-
 from easyremote.server._balancer import choose, exclusion_reason
 from easyremote.server._calls import Call, error_result
 from easyremote.server._registry import FunctionStats, NodeRecord, Registry, ewma
@@ -218,7 +217,8 @@ class Router:
                 call,
                 _R.ERROR_REASON_QUEUE_FULL,
                 f"all {len(eligible)} eligible node(s) for {call.function!r} are busy and "
-                f"{len(queue)} calls are already waiting (gateway max_queue={self.config.max_queue})",
+                f"{len(queue)} calls are already waiting "
+                f"(gateway max_queue={self.config.max_queue})",
             )
             return
         call.queued = True
@@ -231,7 +231,9 @@ class Router:
         if pinned:
             node = self.registry.get(pinned)
             if node is None:
-                self._fail(call, _R.ERROR_REASON_NODE_NOT_FOUND, f"node {pinned!r} is not connected")
+                self._fail(
+                    call, _R.ERROR_REASON_NODE_NOT_FOUND, f"node {pinned!r} is not connected"
+                )
                 return None
             candidates = [node]
         else:
@@ -343,7 +345,11 @@ class Router:
     def _reroute(self, call: Call, why: str) -> None:
         call.reroutes += 1
         if call.reroutes > _MAX_REROUTES:
-            self._fail(call, _R.ERROR_REASON_UNAVAILABLE, f"call refused {call.reroutes} times; last: {why}")
+            self._fail(
+                call,
+                _R.ERROR_REASON_UNAVAILABLE,
+                f"call refused {call.reroutes} times; last: {why}",
+            )
             return
         self._route(call)
 
@@ -377,7 +383,10 @@ class Router:
         else:
             self.stats.retries += 1
             logger.info(
-                "re-running %s (attempt %d) after losing %s", call.function, call.attempt + 1, node.node_id
+                "re-running %s (attempt %d) after losing %s",
+                call.function,
+                call.attempt + 1,
+                node.node_id,
             )
             self._route(call)
 
@@ -470,7 +479,7 @@ class Router:
                 if success:
                     stats.completed += 1
                     node.completed += 1
-                    stats.latency_ms = ewma(stats.latency_ms, elapsed_ms)
+                    stats.record_latency(elapsed_ms)
                     node.latency_ms = ewma(node.latency_ms, elapsed_ms)
                 else:
                     stats.failed += 1

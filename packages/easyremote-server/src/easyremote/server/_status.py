@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from easyremote.proto.v1 import client_pb2
-
 from easyremote.server._registry import NodeRecord
 from easyremote.server._router import Router
 

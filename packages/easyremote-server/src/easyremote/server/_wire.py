@@ -10,7 +10,9 @@ from easyremote.proto import REASON_METADATA_KEY, status_for_reason
 from easyremote.proto.v1 import common_pb2
 
 
-async def abort(context: aio.ServicerContext[object, object], reason: int, message: str) -> NoReturn:
+async def abort(
+    context: aio.ServicerContext[object, object], reason: int, message: str
+) -> NoReturn:
     """Ends the RPC with the status code for ``reason`` and the reason attached."""
     context.set_trailing_metadata(
         ((REASON_METADATA_KEY, common_pb2.ErrorReason.Name(reason)),)  # type: ignore[arg-type]

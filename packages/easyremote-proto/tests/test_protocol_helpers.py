@@ -1,0 +1,116 @@
+"""The dependency-free protocol helpers: error table, framing, names, outbox."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from easyremote.proto import (
+    CHUNK_SIZE,
+    Outbox,
+    OutboxClosedError,
+    reason_from_status,
+    split_payload,
+    status_for_reason,
+    strategy_from_name,
+    strategy_name,
+)
+from easyremote.proto.errors import REASON_TO_STATUS
+from easyremote.proto.v1 import common_pb2
+
+
+def test_every_reason_has_a_status_and_names_round_trip() -> None:
+    for value in common_pb2.ErrorReason.values():
+        assert value in REASON_TO_STATUS
+        code = status_for_reason(value)
+        name = common_pb2.ErrorReason.Name(value)
+        assert reason_from_status(code, name) == value
+
+
+def test_status_without_metadata_maps_to_a_general_reason() -> None:
+    assert (
+        reason_from_status(grpc.StatusCode.UNAUTHENTICATED)
+        == common_pb2.ERROR_REASON_UNAUTHENTICATED
+    )
+    assert reason_from_status(grpc.StatusCode.UNAVAILABLE) == common_pb2.ERROR_REASON_UNAVAILABLE
+    assert reason_from_status(None) == common_pb2.ERROR_REASON_UNSPECIFIED
+    assert (
+        reason_from_status(grpc.StatusCode.NOT_FOUND, "bogus")
+        == common_pb2.ERROR_REASON_NODE_NOT_FOUND
+    )
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 7])
+def test_split_payload_reassembles_exactly(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    chunks = list(split_payload(data))
+    assert b"".join(chunks) == data
+    assert all(len(c) <= CHUNK_SIZE for c in chunks)
+    assert len(chunks) == max(1, -(-size // CHUNK_SIZE))
+
+
+def test_strategy_names() -> None:
+    assert strategy_from_name(None) == common_pb2.STRATEGY_UNSPECIFIED
+    assert strategy_from_name("Round-Robin") == common_pb2.STRATEGY_ROUND_ROBIN
+    assert strategy_name(common_pb2.STRATEGY_COST_AWARE) == "cost_aware"
+    with pytest.raises(ValueError, match="smart_adaptive"):
+        strategy_from_name("fastest")
+
+
+def test_outbox_coalesces_frames_queued_during_a_write() -> None:
+    async def scenario() -> list[list[int]]:
+        written: list[list[int]] = []
+        release = asyncio.Event()
+
+        async def write(batch: list[int]) -> None:
+            written.append(batch)
+            if len(written) == 1:
+                await release.wait()
+
+        outbox: Outbox[int, list[int]] = Outbox(list, write)
+        runner = asyncio.ensure_future(outbox.run())
+        outbox.put(1)
+        await asyncio.sleep(0)  # let the writer take frame 1 and block in write()
+        for frame in (2, 3, 4):
+            outbox.put(frame)
+        release.set()
+        outbox.close()
+        await asyncio.wait_for(runner, 5)
+        with pytest.raises(OutboxClosedError):
+            outbox.put(5)
+        return written
+
+    assert asyncio.run(scenario()) == [[1], [2, 3, 4]]
+
+
+def test_outbox_limits_envelope_bytes_and_blocks_bulk_producers() -> None:
+    async def scenario() -> tuple[list[int], bool]:
+        sizes: list[int] = []
+        gate = asyncio.Event()
+
+        async def write(batch: list[int]) -> None:
+            await gate.wait()
+            sizes.append(sum(batch))
+
+        outbox: Outbox[int, list[int]] = Outbox(
+            list, write, max_envelope_bytes=10, high_water_bytes=25
+        )
+        runner = asyncio.ensure_future(outbox.run())
+        outbox.put(10, 10)
+        await asyncio.sleep(0)  # the writer takes it and waits at the gate
+        for _ in range(3):
+            outbox.put(10, 10)
+        blocked = asyncio.ensure_future(outbox.put_wait(10, 10))
+        await asyncio.sleep(0)
+        was_blocked = not blocked.done()
+        gate.set()
+        await asyncio.wait_for(blocked, 5)
+        outbox.close()
+        await asyncio.wait_for(runner, 5)
+        return sizes, was_blocked
+
+    sizes, was_blocked = asyncio.run(scenario())
+    assert sizes == [10, 10, 10, 10, 10]
+    assert was_blocked

@@ -1,0 +1,100 @@
+"""Eligibility and the strategies' choices on declared resources."""
+
+from __future__ import annotations
+
+from easyremote.proto.v1 import client_pb2, common_pb2, node_pb2
+from easyremote.server._balancer import choose, exclusion_reason
+from easyremote.server._registry import NodeRecord
+
+GIB = 1 << 30
+
+
+class _Link:
+    def send(self, frame: object, size: int = 0) -> None:
+        pass
+
+
+def node(
+    node_id: str,
+    *,
+    cost: float = 0.0,
+    gpus: int = 0,
+    slots: int = 4,
+    tags: tuple[str, ...] = (),
+    lb: bool = True,
+) -> NodeRecord:
+    hello = node_pb2.NodeHello(
+        node_id=node_id, max_concurrency=slots, cost_per_hour=cost, tags=list(tags)
+    )
+    hello.functions.add(name="f", load_balancing=lb, idempotent=True)
+    hello.resources.cpu_count = 8
+    hello.resources.memory_available_bytes = 16 * GIB
+    for index in range(gpus):
+        hello.resources.gpus.add(
+            index=index, memory_total_bytes=24 * GIB, memory_free_bytes=20 * GIB
+        )
+    return NodeRecord.from_hello(hello, _Link(), "test")  # type: ignore[arg-type]
+
+
+def options(**kwargs: object) -> client_pb2.CallOptions:
+    return client_pb2.CallOptions(function="f", **kwargs)  # type: ignore[arg-type]
+
+
+def test_exclusion_reasons_name_the_cause() -> None:
+    cpu, dear = node("cpu"), node("dear", cost=8.0, gpus=1)
+    req = common_pb2.Requirements(gpu_required=True)
+    assert exclusion_reason(cpu, "f", options(requirements=req), pinned=False) == "no GPU"
+    limited = options(cost_limit=5.0)
+    assert exclusion_reason(dear, "f", limited, pinned=False) == "cost 8/h > limit 5"
+    assert exclusion_reason(dear, "g", options(), pinned=False) == "does not serve 'g'"
+    big = options(requirements=common_pb2.Requirements(min_gpu_memory_gb=40))
+    assert exclusion_reason(dear, "f", big, pinned=False) == "free GPU memory 20.0 GiB < 40 GiB"
+    tagged = options(requirements=common_pb2.Requirements(tags=["a100"]))
+    assert exclusion_reason(cpu, "f", tagged, pinned=False) == "missing tags a100"
+    assert exclusion_reason(cpu, "f", options(), pinned=False) is None
+
+
+def test_load_balancing_false_needs_a_pinned_call() -> None:
+    hidden = node("hidden", lb=False)
+    assert "call_node" in (exclusion_reason(hidden, "f", options(), pinned=False) or "")
+    assert exclusion_reason(hidden, "f", options(node_id="hidden"), pinned=True) is None
+
+
+def _pick(nodes: list[NodeRecord], strategy: int) -> NodeRecord:
+    choice = choose([(n, n.functions["f"]) for n in nodes], strategy)
+    assert choice is not None
+    picked, stats = choice
+    stats.last_dispatch = max(s.functions["f"].last_dispatch for s in nodes) + 1
+    return picked
+
+
+def test_identical_nodes_alternate_under_every_strategy() -> None:
+    for strategy in common_pb2.Strategy.values():
+        nodes = [node("a"), node("b")]
+        order = [_pick(nodes, strategy).node_id for _ in range(6)]
+        assert order == ["a", "b", "a", "b", "a", "b"], (strategy, order)
+
+
+def test_cost_aware_prefers_the_cheapest() -> None:
+    nodes = [node("dear", cost=3.0), node("cheap", cost=1.0)]
+    assert {_pick(nodes, common_pb2.STRATEGY_COST_AWARE).node_id for _ in range(4)} == {"cheap"}
+
+
+def test_latency_based_prefers_the_measured_fastest_and_tries_unmeasured() -> None:
+    fast, slow, new = node("fast"), node("slow"), node("new")
+    fast.functions["f"].latency_ms = 50.0
+    slow.functions["f"].latency_ms = 150.0
+    assert _pick([fast, slow, new], common_pb2.STRATEGY_LATENCY_BASED).node_id == "new"
+    assert {_pick([fast, slow], common_pb2.STRATEGY_LATENCY_BASED).node_id for _ in range(4)} == {
+        "fast"
+    }
+    assert {_pick([fast, slow], common_pb2.STRATEGY_SMART_ADAPTIVE).node_id for _ in range(4)} == {
+        "fast"
+    }
+
+
+def test_resource_aware_prefers_headroom() -> None:
+    busy, idle = node("busy"), node("idle")
+    busy.in_flight = 3
+    busy.resources.cpu_percent = 90.0
+    assert _pick([busy, idle], common_pb2.STRATEGY_RESOURCE_AWARE).node_id == "idle"
