@@ -141,7 +141,7 @@ class Session:
         self.outbox.put(hello)
         self._writer = asyncio.ensure_future(self.outbox.run())
         first = await asyncio.wait_for(self._stream.read(), timeout)
-        if first is aio.EOF:
+        if first is aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
             raise await self._ended_error()
         assert isinstance(first, client_pb2.SessionEnvelope)
         frames = list(first.frames)
@@ -154,7 +154,7 @@ class Session:
         code = await self._stream.code()
         details = await self._stream.details()
         metadata = await self._stream.trailing_metadata()
-        error = aio.AioRpcError(code, aio.Metadata(), metadata or aio.Metadata(), details)
+        error = aio.AioRpcError(code, aio.Metadata(), metadata or aio.Metadata(), details, None)
         return error_from_rpc(error)
 
     async def _read_loop(self) -> None:
@@ -162,7 +162,7 @@ class Session:
         try:
             while True:
                 envelope = await self._stream.read()
-                if envelope is aio.EOF:
+                if envelope is aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
                     why = await self._ended_error()
                     break
                 assert isinstance(envelope, client_pb2.SessionEnvelope)
@@ -303,7 +303,7 @@ class Connection:
             self._channel = aio.insecure_channel(self.address, options=channel_options())
         return self._channel
 
-    def stub(self) -> client_pb2_grpc.ClientServiceStub:
+    def stub(self) -> client_pb2_grpc.ClientServiceAsyncStub:
         return client_pb2_grpc.ClientServiceStub(self.channel)
 
     async def session(self) -> Session:
@@ -324,7 +324,7 @@ class Connection:
             if attempt:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            session = Session(self.stub().Session())
+            session = Session(self.stub().Session(None))
             try:
                 await session.open(self.connection_timeout)
             except asyncio.TimeoutError:
@@ -353,7 +353,7 @@ class Connection:
         ) from last
 
     async def unary(
-        self, make_call: Callable[[client_pb2_grpc.ClientServiceStub], Awaitable[T]]
+        self, make_call: Callable[[client_pb2_grpc.ClientServiceAsyncStub], Awaitable[T]]
     ) -> T:
         """Runs an idempotent unary RPC, retrying when the gateway is unreachable."""
         delay = 0.1
@@ -381,5 +381,5 @@ class Connection:
             await self._session.close()
             self._session = None
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
             self._channel = None

@@ -9,7 +9,8 @@ turn either into the matching exception, keeping the original as ``__cause__``.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import cast
 
 import grpc
 
@@ -240,7 +241,12 @@ def error_from_rpc(exc: grpc.RpcError) -> EasyRemoteError:
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
     metadata_reason = None
-    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    # grpc-stubs types metadata items as an opaque _Metadatum; at runtime (sync
+    # and aio alike) each item is a (key, value) pair.
+    trailing = cast(
+        "Iterable[tuple[str, str | bytes]] | None",
+        exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None,
+    )
     for key, value in trailing or ():
         if key == REASON_METADATA_KEY:
             metadata_reason = value if isinstance(value, str) else value.decode()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 
@@ -28,7 +28,7 @@ def local_versions() -> common_pb2.Versions:
 def dump_arguments(function: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Pickles call arguments; classes from ``__main__`` travel by value."""
     try:
-        return cloudpickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        return cast(bytes, cloudpickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL))
     except Exception as exc:
         raise SerializationError(
             f"could not pickle the arguments of {function!r}: {exc!r}"

@@ -335,7 +335,7 @@ class ComputeNode:
         assert self._stop_event is not None
         hello = await asyncio.get_running_loop().run_in_executor(None, self._hello, probe)
         async with aio.insecure_channel(self.gateway_address, options=channel_options()) as channel:
-            stream = node_pb2_grpc.NodeServiceStub(channel).Connect()
+            stream = node_pb2_grpc.NodeServiceStub(channel).Connect(None)
             session = NodeSession(
                 stream, self._functions, pool, probe, self.max_concurrency, self.heartbeat_interval
             )
@@ -364,7 +364,7 @@ class ComputeNode:
             first = await asyncio.wait_for(stream.read(), self.connection_timeout)
         except grpc.RpcError as exc:
             raise _classify(exc, self) from exc
-        if first is aio.EOF:
+        if first is aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
             code = await stream.code()
             details = await stream.details()
             metadata = await stream.trailing_metadata()
@@ -441,7 +441,7 @@ def _signals_drain(node: ComputeNode) -> Iterator[None]:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-        return f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+        return f"{exc.code().name}: {exc.details()}"
     return str(exc) or type(exc).__name__
 
 

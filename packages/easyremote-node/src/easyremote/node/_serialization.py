@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import traceback
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 
@@ -29,7 +29,7 @@ def local_versions() -> common_pb2.Versions:
 
 def dumps(value: object) -> bytes:
     """Pickles ``value`` with cloudpickle (functions and __main__ classes by value)."""
-    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return cast(bytes, cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def loads(data: bytes) -> Any:

@@ -174,7 +174,7 @@ class NodeSession:
         """Reads frames until the gateway ends the stream."""
         while True:
             envelope = await self._stream.read()
-            if envelope is aio.EOF:
+            if envelope is aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
                 return
             assert isinstance(envelope, node_pb2.GatewayEnvelope)
             for frame in envelope.frames:

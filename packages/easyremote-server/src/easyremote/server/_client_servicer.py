@@ -44,7 +44,9 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
                 self._router.cancel_with_error(call, _R.ERROR_REASON_UNAVAILABLE, reason)
         await asyncio.gather(*(session.flush(timeout) for session in sessions))
 
-    async def Session(  # noqa: N802 - gRPC method name
+    # grpc.aio lets a stream-stream handler return None and answer through
+    # context.write; the generated stub only knows the iterator form.
+    async def Session(  # type: ignore[override]  # noqa: N802 - gRPC method name
         self,
         request_iterator: AsyncIterator[client_pb2.ClientEnvelope],
         context: aio.ServicerContext[client_pb2.ClientEnvelope, client_pb2.SessionEnvelope],
@@ -94,7 +96,12 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
             )
         sink = UnarySink(next(self._unary_ids))
         done = asyncio.get_running_loop().create_future()
-        sink.waiter = lambda: done.done() or done.set_result(None)
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        sink.waiter = wake
         call = Call(
             call_id=sink.call_id,
             sink=sink,

@@ -42,7 +42,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             link.send(frame)
         await asyncio.gather(*(link.flush(timeout) for link in links))
 
-    async def Connect(  # noqa: N802 - gRPC method name
+    # grpc.aio lets a stream-stream handler return None and answer through
+    # context.write; the generated stub only knows the iterator form.
+    async def Connect(  # type: ignore[override]  # noqa: N802 - gRPC method name
         self,
         request_iterator: AsyncIterator[node_pb2.NodeEnvelope],
         context: aio.ServicerContext[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope],
