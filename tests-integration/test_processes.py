@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,11 +18,15 @@ from _procs import APPS, Cluster
 
 from easyremote import (
     AsyncClient,
+    CallTimeoutError,
     Client,
+    ComputeNode,
     InvalidArgumentError,
     NoAvailableNodesError,
+    NodeError,
     NodeNotFoundError,
     RemoteExecutionError,
+    SerializationError,
 )
 
 
@@ -150,3 +155,50 @@ def test_calls_to_a_stopped_gateway_fail_with_a_connection_error() -> None:
     with Client(address, retry_attempts=0, connection_timeout=2) as client:
         with pytest.raises(ConnectionError):
             client.call("whoami")
+
+
+def test_deadline_is_a_timeout_error_and_the_gateway_keeps_serving(cluster: Cluster) -> None:
+    with Client(cluster.address) as client:
+        with pytest.raises(TimeoutError) as caught:
+            client.call_with_config("nap", {"timeout": 0.3}, 5)
+        assert isinstance(caught.value, CallTimeoutError)
+        assert "within 0.3 s" in str(caught.value)
+        assert client.call("async_double", 2) == 4
+
+
+def test_unpicklable_values_fail_clearly_on_either_side(cluster: Cluster) -> None:
+    with Client(cluster.address) as client:
+        with pytest.raises(SerializationError, match="could not pickle the arguments"):
+            client.call("echo", threading.Lock())
+        with pytest.raises(SerializationError, match="could not pickle the result"):
+            client.call("unpicklable_result")
+
+
+def test_argument_the_node_cannot_import_names_both_versions(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A class from a module only the client has travels by reference and
+    # cannot be unpickled on the node: the error must say so, with versions.
+    (tmp_path / "client_only_mod.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import client_only_mod
+
+    with Client(cluster.address) as client:
+        with pytest.raises(SerializationError) as caught:
+            client.call("echo", client_only_mod.Thing())
+    message = str(caught.value)
+    assert "could not unpickle the arguments of 'echo'" in message
+    assert "caller runs CPython" in message and "this node runs CPython" in message
+
+
+def test_duplicate_node_id_is_refused_at_once(cluster: Cluster) -> None:
+    node = ComputeNode(cluster.address, "node-a", connection_timeout=5)
+
+    @node.register
+    def whoami() -> str:
+        return "impostor"
+
+    with pytest.raises(NodeError, match="already connected"):
+        node.serve(blocking=False)
+    with Client(cluster.address) as client:
+        assert {client.call("whoami") for _ in range(4)} == {"node-a", "node-b"}

@@ -72,6 +72,17 @@ def pid() -> int:
     return os.getpid()
 
 
+@node.register
+def nap(seconds: float) -> str:
+    time.sleep(seconds)
+    return "rested"
+
+
+@node.register
+def unpicklable_result() -> object:
+    return threading.Lock()
+
+
 node.serve(blocking=False)
 print("REGISTERED", flush=True)
 stop = threading.Event()

@@ -14,7 +14,7 @@ from typing import cast
 
 import grpc
 
-from easyremote.proto import REASON_METADATA_KEY, reason_from_status, status_for_reason
+from easyremote.proto import metadata_reason, reason_from_status, status_for_reason
 from easyremote.proto.v1 import common_pb2
 
 _R = common_pb2.ErrorReason
@@ -240,17 +240,13 @@ def error_from_rpc(exc: grpc.RpcError) -> EasyRemoteError:
     """Builds the exception for a failed gRPC call, keeping it as the cause."""
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
-    metadata_reason = None
     # grpc-stubs types metadata items as an opaque _Metadatum; at runtime (sync
     # and aio alike) each item is a (key, value) pair.
     trailing = cast(
         "Iterable[tuple[str, str | bytes]] | None",
         exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None,
     )
-    for key, value in trailing or ():
-        if key == REASON_METADATA_KEY:
-            metadata_reason = value if isinstance(value, str) else value.decode()
-    reason = reason_from_status(code, metadata_reason)
+    reason = reason_from_status(code, metadata_reason(trailing))
     cls = exception_class(reason)
     if cls is EasyRemoteError and code == grpc.StatusCode.UNAVAILABLE:
         cls = GatewayUnavailableError

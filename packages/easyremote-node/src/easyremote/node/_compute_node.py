@@ -24,7 +24,7 @@ from easyremote.node._functions import RegisteredFunction, kind_of
 from easyremote.node._resources import ResourceProbe, SystemProbe
 from easyremote.node._serialization import local_versions
 from easyremote.node._session import NodeSession
-from easyremote.proto import REASON_METADATA_KEY, channel_options
+from easyremote.proto import channel_options, metadata_reason
 from easyremote.proto.runtime import in_background_loop, submit
 from easyremote.proto.v1 import node_pb2, node_pb2_grpc
 
@@ -367,8 +367,7 @@ class ComputeNode:
         if first is aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
             code = await stream.code()
             details = await stream.details()
-            metadata = await stream.trailing_metadata()
-            reason = dict(metadata or ()).get(REASON_METADATA_KEY, "")
+            reason = metadata_reason(await stream.trailing_metadata()) or ""
             if reason in _FATAL_REASONS:
                 raise NodeError(f"gateway refused node {self.node_id!r}: {details}")
             raise ConnectionError(f"gateway closed the stream: {code} {details}")
@@ -446,8 +445,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _classify(exc: grpc.RpcError, node: ComputeNode) -> BaseException:
-    metadata = dict(getattr(exc, "trailing_metadata", lambda: ())() or ())
-    reason = metadata.get(REASON_METADATA_KEY, "")
+    trailing = getattr(exc, "trailing_metadata", None)
+    reason = metadata_reason(trailing() if trailing else None) or ""
     if reason in _FATAL_REASONS:
         return NodeError(f"gateway refused node {node.node_id!r}: {_describe(exc)}")
     return ConnectionError(_describe(exc))

@@ -17,6 +17,7 @@ _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from easyremote.proto.errors import (
     REASON_METADATA_KEY,
+    metadata_reason,
     reason_from_status,
     status_for_reason,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "STRATEGY_BY_NAME",
     "__version__",
     "channel_options",
+    "metadata_reason",
     "node_state_name",
     "python_version",
     "reason_from_status",

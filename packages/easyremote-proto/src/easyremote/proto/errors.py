@@ -7,7 +7,7 @@ table, so a reason survives any hop unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import grpc
 
@@ -82,3 +82,15 @@ def reason_from_status(code: grpc.StatusCode | None, metadata_reason: str | None
     if code is None:
         return _R.ERROR_REASON_UNSPECIFIED
     return _STATUS_TO_REASON.get(code, _R.ERROR_REASON_UNSPECIFIED)
+
+
+def metadata_reason(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The ``easyremote-reason`` value in gRPC (trailing) metadata, if present.
+
+    Iterates pairs rather than calling ``dict()``: grpc.aio's Metadata is not a
+    real mapping and ``dict(metadata)`` raises.
+    """
+    for key, value in metadata or ():
+        if key == REASON_METADATA_KEY:
+            return value if isinstance(value, str) else value.decode()
+    return None
