@@ -347,7 +347,7 @@ class ComputeNode:
                 self._ever_registered = True
                 self._registered.set()
                 logger.info(
-                    "node %s registered with %s (%d functions)",
+                    "node %s registered with %s (functions: %d)",
                     self.node_id,
                     self.gateway_address,
                     len(self._functions),

@@ -1,0 +1,298 @@
+"""The ``easyremote-node`` command: loading TARGET, building the node, serving."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from easyremote.node import ComputeNode
+from easyremote.node import cli as node_cli
+
+REPO = Path(__file__).resolve().parents[3]
+STARTUP_TIMEOUT_S = 8.0
+EXIT_TIMEOUT_S = 8.0
+
+NODE_MODULE = """
+from easyremote.node import ComputeNode
+
+node = ComputeNode("unused:1", "from-module", cost_per_hour=2.5, tags=["module-tag"])
+
+
+@node.register(timeout=5, max_concurrency=2, idempotent=False)
+def add(a, b):
+    return a + b
+
+
+@node.register(name="countdown", load_balancing=False)
+def count(n):
+    yield from range(n, 0, -1)
+
+
+def double(x):
+    return 2 * x
+
+
+def triple(x):
+    return 3 * x
+
+
+functions = [double, triple]
+empty = ComputeNode("unused:1", "empty")
+number = 3
+no_functions = []
+not_functions = [double, 4]
+"""
+
+
+@pytest.fixture
+def write_module(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """Writes a uniquely named, importable module under tmp_path; undone after."""
+    saved_path = list(sys.path)
+    sys.path.insert(0, str(tmp_path))
+    names: list[str] = []
+
+    def write(source: str) -> str:
+        name = f"cli_target_{uuid.uuid4().hex[:8]}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        importlib.invalidate_caches()
+        names.append(name)
+        return name
+
+    yield write
+    sys.path[:] = saved_path
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def _invoke(*args: str) -> Any:
+    return CliRunner().invoke(node_cli.node_command, list(args))
+
+
+# --------------------------------------------------------------- bad TARGETs
+
+
+@pytest.mark.parametrize(
+    ("attribute", "message"),
+    [
+        ("missing", "has no attribute 'missing'"),
+        ("number", "is int 3; expected a ComputeNode"),
+        ("no_functions", "expected a ComputeNode, a function or a non-empty list"),
+        ("not_functions", "holds 4, which is not a function"),
+        ("empty", "has no registered functions"),
+    ],
+)
+def test_bad_attribute_exits_2(
+    write_module: Callable[[str], str], tmp_path: Path, attribute: str, message: str
+) -> None:
+    name = write_module(NODE_MODULE)
+    result = _invoke("127.0.0.1:1", f"{tmp_path / name}.py:{attribute}")
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for TARGET" in result.output
+    assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_colon_here", "is not of the form module:attribute"),
+        ("mod:", "is not of the form module:attribute"),
+        ("no_such_module_for_cli_tests:node", "no module named 'no_such_module_for_cli_tests'"),
+        ("/no/such/file.py:node", "no such file"),
+    ],
+)
+def test_bad_target_exits_2(target: str, message: str) -> None:
+    result = _invoke("127.0.0.1:1", target)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_module_that_fails_to_import_exits_2(write_module: Callable[[str], str]) -> None:
+    name = write_module("raise RuntimeError('broken on purpose')\n")
+    result = _invoke("127.0.0.1:1", f"{name}:node")
+    assert result.exit_code == 2
+    assert f"importing '{name}' failed: RuntimeError: broken on purpose" in result.output
+
+
+def test_missing_dependency_of_the_module_is_not_reported_as_the_module(
+    write_module: Callable[[str], str],
+) -> None:
+    name = write_module("import no_such_dependency_for_cli_tests\n")
+    result = _invoke("127.0.0.1:1", f"{name}:node")
+    assert result.exit_code == 2
+    assert f"importing '{name}' failed" in result.output
+    assert "no_such_dependency_for_cli_tests" in result.output
+
+
+# ------------------------------------------------------------ loading TARGET
+
+
+def test_load_module_attribute_from_sys_path(write_module: Callable[[str], str]) -> None:
+    name = write_module(NODE_MODULE)
+    loaded = node_cli.load_target(f"{name}:node")
+    assert isinstance(loaded, ComputeNode)
+    assert set(loaded.functions) == {"add", "countdown"}
+
+
+def test_load_function_and_list_from_a_file(
+    write_module: Callable[[str], str], tmp_path: Path
+) -> None:
+    name = write_module(NODE_MODULE)
+    single = node_cli.load_target(f"{tmp_path / name}.py:double")
+    assert isinstance(single, list) and [f.__name__ for f in single] == ["double"]
+    several = node_cli.load_target(f"{tmp_path / name}.py:functions")
+    assert isinstance(several, list) and [f.__name__ for f in several] == ["double", "triple"]
+
+
+def test_load_dotted_attribute(write_module: Callable[[str], str], tmp_path: Path) -> None:
+    name = write_module("class Holder:\n    @staticmethod\n    def work():\n        return 1\n")
+    loaded = node_cli.load_target(f"{tmp_path / name}.py:Holder.work")
+    assert isinstance(loaded, list) and loaded[0]() == 1
+
+
+# ---------------------------------------------------------- building the node
+
+
+def test_compute_node_keeps_function_options_and_own_settings() -> None:
+    source = ComputeNode("unused:1", "src", max_concurrency=3, cost_per_hour=2.5, tags=["a"])
+
+    @source.register(timeout=5, max_concurrency=2, idempotent=False, load_balancing=False)
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    node = node_cli.build_node(source, "127.0.0.1:9")
+    assert node is not source
+    assert (node.gateway_address, node.node_id) == ("127.0.0.1:9", "src")
+    assert (node.max_concurrency, node.cost_per_hour, node.tags) == (3, 2.5, ("a",))
+    assert node.functions == source.functions
+
+
+def test_cli_options_override_the_compute_node() -> None:
+    source = ComputeNode("unused:1", "src", max_concurrency=3, cost_per_hour=2.5, tags=["a"])
+    source.register(name="one")(lambda: 1)
+    node = node_cli.build_node(
+        source, "gw:1", node_id="cli", max_concurrency=7, cost_per_hour=0.0, tags=["b", "c"]
+    )
+    assert (node.node_id, node.max_concurrency, node.cost_per_hour) == ("cli", 7, 0.0)
+    assert node.tags == ("b", "c")
+
+
+def test_plain_functions_get_default_options() -> None:
+    def double(x: int) -> int:
+        return 2 * x
+
+    node = node_cli.build_node([double], "gw:1", node_id="n", tags=["t"], cost_per_hour=1.0)
+    registered = node.functions["double"]
+    assert registered.func is double
+    assert registered.load_balancing and registered.idempotent
+    assert registered.max_concurrency is None and registered.timeout is None
+    assert (node.node_id, node.tags, node.cost_per_hour) == ("n", ("t",), 1.0)
+
+
+def test_banner_names_node_functions_and_next_command() -> None:
+    node = ComputeNode("10.0.0.5:8080", "gpu-1", max_concurrency=4)
+
+    @node.register(timeout=3)
+    def train(x: int) -> int:
+        return x
+
+    text = node_cli.banner(node)
+    assert "EasyRemote node 'gpu-1'" in text and "10.0.0.5:8080" in text
+    assert "train (timeout 3 s)" in text
+    assert "easyremote status 10.0.0.5:8080" in text
+    assert 'Client("10.0.0.5:8080").call("train", ...)' in text
+
+
+# ------------------------------------------------------------- a real process
+
+
+def _env() -> dict[str, str]:
+    paths = [str(path) for path in sorted((REPO / "packages").glob("*/src"))]
+    inherited = os.environ.get("PYTHONPATH")
+    if inherited:
+        paths.append(inherited)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_serves_a_module_node_and_drains_on_sigterm(tmp_path: Path) -> None:
+    from easyremote.client import Client
+    from easyremote.server import Server
+
+    target = tmp_path / "served_by_cli.py"
+    target.write_text(NODE_MODULE)
+    server = Server(port=0).start_background()
+    child: subprocess.Popen[str] | None = None
+    try:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "easyremote.node.cli",
+                server.address,
+                f"{target}:node",
+                "--node-id",
+                "cli-node",
+                "--tag",
+                "cli",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=_env(),
+        )
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            assert child is not None and child.stdout is not None
+            for line in child.stdout:
+                lines.put(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        with Client(server.address, retry_attempts=0, connection_timeout=3) as client:
+            _wait_until(
+                lambda: any(n.node_id == "cli-node" for n in client.list_nodes()),
+                STARTUP_TIMEOUT_S,
+                "the node to register",
+            )
+            status = client.get_node_status("cli-node")
+            assert client.call("add", 2, 3) == 5
+        assert status.tags == ("cli",) and status.cost_per_hour == 2.5
+        functions = {f.name: f for f in status.functions}
+        assert functions["add"].max_concurrency == 2 and not functions["add"].idempotent
+        assert not functions["countdown"].load_balancing and functions["countdown"].streaming
+
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(EXIT_TIMEOUT_S) == 0
+        reader.join(EXIT_TIMEOUT_S)
+        output = "".join(lines.queue)
+        assert "EasyRemote node 'cli-node'" in output
+        assert f"easyremote status {server.address}" in output
+        assert "Traceback" not in output
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait(EXIT_TIMEOUT_S)
+        server.stop()
