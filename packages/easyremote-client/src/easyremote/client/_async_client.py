@@ -190,12 +190,8 @@ class AsyncClient:
             pending = await session.start(options, make_payload())
             return session, pending
 
-        deadline = None
-        if options.timeout_ms:
-            deadline = (
-                asyncio.get_running_loop().time() + options.timeout_ms / 1000.0 + _DEADLINE_GRACE_S
-            )
-        return StreamReceiver(open_call, deadline)
+        limit = options.timeout_ms / 1000.0 + _DEADLINE_GRACE_S if options.timeout_ms else None
+        return StreamReceiver(open_call, limit)
 
     # ----------------------------------------------------------------- status
 

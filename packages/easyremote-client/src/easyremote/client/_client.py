@@ -112,8 +112,8 @@ class CallStream:
 class Client:
     """Calls functions on EasyRemote nodes through a gateway (blocking API).
 
-    Safe to share between threads: all calls are multiplexed on one connection
-    served by a private event loop thread.
+    Safe to share between threads: all calls are multiplexed on one connection,
+    served by EasyRemote's shared background event loop.
 
     Example:
         >>> client = Client("localhost:8080")
@@ -215,7 +215,7 @@ class Client:
     # -------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Closes the connection and the client's thread."""
+        """Closes the connection; calls still in flight fail."""
         with self._lock:
             if self._closed:
                 return

@@ -22,6 +22,7 @@ from easyremote.client._errors import (
     CallCancelledError,
     EasyRemoteError,
     GatewayUnavailableError,
+    PayloadTooLargeError,
     error_from_rpc,
     error_from_wire,
 )
@@ -65,6 +66,7 @@ class PendingCall:
         self.function = function
         self.stream = stream
         self.future: asyncio.Future[bytes] = loop.create_future()
+        # Items (bytes), the end marker or an error; unary calls use the future.
         self.queue: asyncio.Queue[object] = asyncio.Queue()
         self._parts: list[bytes] = []
         self._kind = 0
@@ -210,6 +212,12 @@ class Session:
         """Sends a call; returns the handle that receives its outcome."""
         if self.closed:
             raise GatewayUnavailableError("session is closed")
+        limit = self.max_payload_bytes
+        if limit and len(payload) > limit:
+            raise PayloadTooLargeError(
+                f"the arguments of {options.function!r} pickle to {len(payload)} bytes; "
+                f"the gateway accepts at most {limit}"
+            )
         call_id = next(self._ids)
         pending = PendingCall(call_id, options.function, options.stream)
         self.calls[call_id] = pending
@@ -256,7 +264,12 @@ class Session:
             self.outbox.put(frame)
         except OutboxClosedError:
             pass
-        pending.fail(CallCancelledError("call cancelled"))
+        if pending.stream:
+            pending.fail(CallCancelledError("call cancelled"))
+        else:
+            # Whoever cancels has stopped waiting: a cancelled future needs no
+            # reader, an exception set on it would be logged as never retrieved.
+            pending.future.cancel()
 
     def grant(self, call_id: int, items: int) -> None:
         if self.closed or call_id not in self.calls:

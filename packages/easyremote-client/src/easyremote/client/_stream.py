@@ -20,10 +20,12 @@ class StreamReceiver:
     def __init__(
         self,
         open_call: Callable[[], Awaitable[tuple[Session, PendingCall]]],
-        deadline: float | None,
+        time_limit: float | None,
     ) -> None:
         self._open_call = open_call
-        self._deadline = deadline
+        # The deadline starts when the call is sent (first iteration).
+        self._time_limit = time_limit
+        self._deadline: float | None = None
         self._session: Session | None = None
         self._pending: PendingCall | None = None
         self._consumed = 0
@@ -38,6 +40,8 @@ class StreamReceiver:
         if self.finished:
             return None
         if self._pending is None:
+            if self._time_limit is not None:
+                self._deadline = asyncio.get_running_loop().time() + self._time_limit
             self._session, self._pending = await self._open_call()
         pending = self._pending
         try:

@@ -13,7 +13,7 @@ Example:
 """
 
 from easyremote.node._compute_node import ComputeNode, NodeError
-from easyremote.node._context import CallCancelledError, CallContext, current_call
+from easyremote.node._context import CallContext, CancellationRequested, current_call
 from easyremote.node._functions import FunctionKind, RegisteredFunction
 from easyremote.node._resources import (
     GpuSnapshot,
@@ -26,7 +26,7 @@ from easyremote.node._resources import (
 from easyremote.node.version import __version__
 
 __all__ = [
-    "CallCancelledError",
+    "CancellationRequested",
     "CallContext",
     "ComputeNode",
     "FunctionKind",

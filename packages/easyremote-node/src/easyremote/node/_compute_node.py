@@ -301,6 +301,9 @@ class ComputeNode:
                         "connection to %s failed: %s", self.gateway_address, self._last_error
                     )
                 finally:
+                    if self._registered.is_set():
+                        # The session had worked: reconnect quickly again.
+                        failures = 0
                     self._registered.clear()
                 if self._stop_event.is_set() or not self.reconnect:
                     return
@@ -405,10 +408,11 @@ class ComputeNode:
                         logger.warning(
                             "node %s: drain timed out, cancelling running calls", self.node_id
                         )
-                session.cancel_all("node is stopping")
-                # Let cancelled calls report before the stream closes.
-                await session.wait_idle(5.0)
+                # Results already produced go out; calls still running are
+                # cancelled without an answer, so the gateway sees them as
+                # lost with this node and re-runs the idempotent ones.
                 await session.flush(5.0)
+                session.cancel_all("node is stopping")
                 with contextlib.suppress(Exception):
                     await stream.done_writing()
             elif reader.done():

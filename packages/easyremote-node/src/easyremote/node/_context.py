@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 
-class CallCancelledError(Exception):
+class CancellationRequested(Exception):
     """Raised by ``CallContext.raise_if_cancelled`` once the call was cancelled."""
 
 
@@ -38,9 +38,9 @@ class CallContext:
         return self._cancelled.is_set()
 
     def raise_if_cancelled(self) -> None:
-        """Raises CallCancelledError if the call was cancelled."""
+        """Raises CancellationRequested if the call was cancelled."""
         if self._cancelled.is_set():
-            raise CallCancelledError(f"call {self.call_id} of {self.function!r} was cancelled")
+            raise CancellationRequested(f"call {self.call_id} of {self.function!r} was cancelled")
 
     def cancel(self) -> None:
         self._cancelled.set()

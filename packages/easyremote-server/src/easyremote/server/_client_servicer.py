@@ -90,6 +90,12 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
     ) -> common_pb2.CallResult:
         if not request.options.function:
             await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "function name is required")
+        if request.versions.protocol != PROTOCOL_VERSION:
+            await abort(
+                context,
+                _R.ERROR_REASON_PROTOCOL_MISMATCH,
+                f"client speaks protocol {request.versions.protocol}, gateway {PROTOCOL_VERSION}",
+            )
         if request.options.stream:
             await abort(
                 context, _R.ERROR_REASON_INVALID_ARGUMENT, "streaming calls need the Session method"

@@ -49,7 +49,8 @@ class Server:
         max_payload_bytes: Largest pickled argument payload accepted (0: no limit).
         heartbeat_interval: Seconds between node heartbeats the gateway asks for.
         node_timeout: Seconds without any heartbeat after which a node is dropped
-            (it is suspected, and gets no new calls, after 3 intervals).
+            (default: 10 heartbeat intervals). It is suspected, and gets no new
+            calls, after 3 intervals.
     """
 
     def __init__(
@@ -61,13 +62,13 @@ class Server:
         max_queue: int = 1000,
         max_payload_bytes: int = 0,
         heartbeat_interval: float = 2.0,
-        node_timeout: float = 20.0,
+        node_timeout: float | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
         self._port: int | None = None
         self.heartbeat_interval = heartbeat_interval
-        self.node_timeout = node_timeout
+        self.node_timeout = node_timeout if node_timeout is not None else 10 * heartbeat_interval
         self.registry = Registry()
         self.router = Router(
             self.registry,
@@ -231,7 +232,7 @@ class Server:
                 if silent > self.node_timeout:
                     node.link.close(f"no heartbeat for {silent:.1f} s")
                 elif (
-                    silent > 3 * node.heartbeat_interval_s
+                    silent > 3 * self.heartbeat_interval
                     and node.state == client_pb2.NODE_STATE_HEALTHY
                 ):
                     node.state = client_pb2.NODE_STATE_SUSPECT

@@ -42,6 +42,11 @@ class NodeLink:
         if self.handler is not None and not self.handler.done():
             self.handler.cancel()
 
+    def abort(self) -> None:
+        """Stops writing at once (the stream is being torn down)."""
+        self.outbox.close()
+        self.writer.cancel()
+
     async def flush(self, timeout: float) -> None:
         """Writes what is queued, then takes no more frames."""
         self.outbox.close()

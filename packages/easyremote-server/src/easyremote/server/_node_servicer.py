@@ -49,7 +49,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         request_iterator: AsyncIterator[node_pb2.NodeEnvelope],
         context: aio.ServicerContext[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope],
     ) -> None:
-        hello = await self._read_hello(request_iterator, context)
+        first = await self._read_hello(request_iterator, context)
+        hello = first.frames[0].hello
         node_id = hello.node_id
         if node_id in self._registry:
             await abort(
@@ -74,11 +75,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self._router.node_joined(record)
         why = "node closed its connection"
         try:
+            for frame in first.frames[1:]:
+                self._handle(record, frame)
             async for envelope in request_iterator:
                 for frame in envelope.frames:
                     self._handle(record, frame)
         except asyncio.CancelledError:
             why = link.close_reason or "connection lost"
+            link.abort()
             raise
         except Exception as exc:  # noqa: BLE001 - any stream failure means the node is gone
             why = f"stream failed: {exc}"
@@ -106,7 +110,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self,
         request_iterator: AsyncIterator[node_pb2.NodeEnvelope],
         context: aio.ServicerContext[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope],
-    ) -> node_pb2.NodeHello:
+    ) -> node_pb2.NodeEnvelope:
         try:
             first = await asyncio.wait_for(request_iterator.__anext__(), HELLO_TIMEOUT_S)
         except (StopAsyncIteration, asyncio.TimeoutError):
@@ -136,4 +140,4 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 _R.ERROR_REASON_INVALID_ARGUMENT,
                 "function names must be unique and non-empty",
             )
-        return hello
+        return first

@@ -64,7 +64,6 @@ class NodeRecord:
     resources: common_pb2.Resources
     hostname: str
     peer: str
-    heartbeat_interval_s: float
     functions: dict[str, FunctionStats]
     state: int = client_pb2.NODE_STATE_HEALTHY
     in_flight: int = 0
@@ -80,7 +79,6 @@ class NodeRecord:
     @classmethod
     def from_hello(cls, hello: node_pb2.NodeHello, link: NodeLink, peer: str) -> NodeRecord:
         functions = {spec.name: FunctionStats(spec=spec) for spec in hello.functions}
-        interval = hello.heartbeat_interval_ms / 1000.0 if hello.heartbeat_interval_ms else 2.0
         return cls(
             node_id=hello.node_id,
             link=link,
@@ -91,7 +89,6 @@ class NodeRecord:
             resources=hello.resources,
             hostname=hello.hostname,
             peer=peer,
-            heartbeat_interval_s=interval,
             functions=functions,
         )
 

@@ -377,7 +377,7 @@ class Router:
             self._fail(
                 call,
                 _R.ERROR_REASON_NODE_LOST,
-                f"node {node.node_id!r} was lost ({why}); gave up after {call.attempt} attempts",
+                f"node {node.node_id!r} was lost ({why}); gave up after {call.losses} node losses",
                 node_id=node.node_id,
             )
         else:
