@@ -134,14 +134,13 @@ class Session:
         self._ids = itertools.count(1)
         self.closed = False
         self.max_payload_bytes = 0
-        self._writer: asyncio.Future[None] | None = None
         self._reader: asyncio.Future[None] | None = None
 
     async def open(self, timeout: float) -> None:
         hello = client_pb2.ClientFrame()
         hello.hello.versions.CopyFrom(local_versions())
         self.outbox.put(hello)
-        self._writer = asyncio.ensure_future(self.outbox.run())
+        self.outbox.start()
         first = await asyncio.wait_for(self._stream.read(), timeout)
         if first is aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
             raise await self._ended_error()
@@ -284,11 +283,7 @@ class Session:
 
     async def close(self) -> None:
         self._shutdown(GatewayUnavailableError("client closed"))
-        if self._writer is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - best effort
-                self._writer.cancel()
+        await self.outbox.aclose(2.0)
         try:
             await self._stream.done_writing()
         except Exception:  # noqa: BLE001

@@ -54,27 +54,18 @@ class NodeSession:
         self._idle = asyncio.Event()
         self._idle.set()
         self._heartbeat_seq = 0
-        self._writer: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         """Starts the writer that sends queued frames."""
-        self._writer = asyncio.ensure_future(self.outbox.run())
+        self.outbox.start()
 
     async def flush(self, timeout: float) -> None:
         """Sends what is queued, then takes no more frames."""
-        self.outbox.close()
-        if self._writer is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._writer), timeout)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - best effort
-            self._writer.cancel()
+        await self.outbox.aclose(timeout)
 
     def abort(self) -> None:
         """Stops sending at once (the stream is gone)."""
-        self.outbox.close()
-        if self._writer is not None:
-            self._writer.cancel()
+        self.outbox.abort()
 
     @property
     def in_flight(self) -> int:

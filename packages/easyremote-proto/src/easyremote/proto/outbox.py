@@ -55,6 +55,35 @@ class Outbox(Generic[FrameT, EnvelopeT]):
         self._writable.set()
         self._closing = False
         self._closed = False
+        self._writer: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        """Starts the writer task (on the running loop)."""
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self.run())
+
+    async def aclose(self, timeout: float) -> None:
+        """Writes what is queued (up to ``timeout`` seconds), then stops.
+
+        Never raises: a stream that broke meanwhile just loses the frames.
+        """
+        self.close()
+        writer = self._writer
+        if writer is None:
+            return
+        # asyncio.wait never raises the writer's error or cancellation, and
+        # cancelling the caller does not cancel the writer.
+        await asyncio.wait({writer}, timeout=timeout)
+        if not writer.done():
+            writer.cancel()
+        elif not writer.cancelled():
+            writer.exception()  # retrieved: a broken stream is expected here
+
+    def abort(self) -> None:
+        """Stops at once, dropping queued frames (the stream is gone)."""
+        self.close()
+        if self._writer is not None:
+            self._writer.cancel()
 
     @property
     def closed(self) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from easyremote.proto import Outbox, OutboxClosedError
@@ -33,7 +32,7 @@ class ClientSession:
         self.outbox: Outbox[client_pb2.SessionFrame, client_pb2.SessionEnvelope] = Outbox(
             _envelope, write
         )
-        self.writer: asyncio.Future[None] = asyncio.ensure_future(self.outbox.run())
+        self.outbox.start()
 
     # ResultSink ------------------------------------------------------------
 
@@ -107,11 +106,7 @@ class ClientSession:
 
     async def flush(self, timeout: float) -> None:
         """Writes what is queued, then takes no more frames."""
-        self.outbox.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self.writer), timeout)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - best effort
-            self.writer.cancel()
+        await self.outbox.aclose(timeout)
 
 
 class UnarySink:

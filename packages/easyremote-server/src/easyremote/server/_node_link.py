@@ -20,7 +20,7 @@ class NodeLink:
         self.outbox: Outbox[node_pb2.GatewayFrame, node_pb2.GatewayEnvelope] = Outbox(
             _envelope, write
         )
-        self.writer: asyncio.Future[None] = asyncio.ensure_future(self.outbox.run())
+        self.outbox.start()
         # The RPC handler serving this node; cancelling it ends the stream.
         self.handler: asyncio.Task[object] | None = asyncio.current_task()
         self.close_reason = ""
@@ -44,13 +44,8 @@ class NodeLink:
 
     def abort(self) -> None:
         """Stops writing at once (the stream is being torn down)."""
-        self.outbox.close()
-        self.writer.cancel()
+        self.outbox.abort()
 
     async def flush(self, timeout: float) -> None:
         """Writes what is queued, then takes no more frames."""
-        self.outbox.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self.writer), timeout)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - best effort
-            self.writer.cancel()
+        await self.outbox.aclose(timeout)
