@@ -28,6 +28,8 @@ from easyremote.client._errors import (
 )
 from easyremote.client._serialization import local_versions
 from easyremote.proto import CHUNK_SIZE, Outbox, OutboxClosedError, channel_options
+from easyremote.proto.memory import tune_allocator
+from easyremote.proto.outbox import frames_packer
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
 
 logger = logging.getLogger("easyremote.client")
@@ -41,8 +43,7 @@ STREAM_WINDOW = 16
 _END = object()
 
 
-def _envelope(frames: list[client_pb2.ClientFrame]) -> client_pb2.ClientEnvelope:
-    return client_pb2.ClientEnvelope(frames=frames)
+_envelope = frames_packer(client_pb2.ClientEnvelope)
 
 
 class PendingCall:
@@ -308,6 +309,7 @@ class Connection:
     @property
     def channel(self) -> aio.Channel:
         if self._channel is None:
+            tune_allocator()
             self._channel = aio.insecure_channel(self.address, options=channel_options())
         return self._channel
 

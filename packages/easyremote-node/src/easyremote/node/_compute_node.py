@@ -25,6 +25,7 @@ from easyremote.node._resources import ResourceProbe, SystemProbe
 from easyremote.node._serialization import local_versions
 from easyremote.node._session import NodeSession
 from easyremote.proto import channel_options, metadata_reason
+from easyremote.proto.memory import tune_allocator
 from easyremote.proto.runtime import in_background_loop, submit
 from easyremote.proto.v1 import node_pb2, node_pb2_grpc
 
@@ -275,6 +276,7 @@ class ComputeNode:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
+        tune_allocator()
         if self._stop_requested.is_set():
             self._stop_event.set()
         self._fatal = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import threading
 from dataclasses import dataclass, field
 
 
@@ -30,20 +29,22 @@ class CallContext:
     function: str
     attempt: int
     deadline: float | None = None
-    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    # A plain flag: set once from the loop thread, read from the worker; a
+    # threading.Event per call would cost a Condition for nothing.
+    _cancelled: bool = field(default=False, repr=False)
 
     @property
     def cancelled(self) -> bool:
         """True once the caller cancelled or the deadline passed."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def raise_if_cancelled(self) -> None:
         """Raises CancellationRequested if the call was cancelled."""
-        if self._cancelled.is_set():
+        if self._cancelled:
             raise CancellationRequested(f"call {self.call_id} of {self.function!r} was cancelled")
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(

@@ -72,9 +72,8 @@ class Execution:
         self._outbox = outbox
         self._pool = pool
         self._parts = [execute.data]
-        self._args_ready = asyncio.Event()
-        if not execute.more:
-            self._args_ready.set()
+        # Most calls arrive whole; only chunked arguments need an event.
+        self._args_ready: asyncio.Event | None = asyncio.Event() if execute.more else None
         self._credit = execute.credit
         self._credit_event = asyncio.Event()
         self._gen_lock = threading.Lock()
@@ -84,7 +83,7 @@ class Execution:
     # ----------------------------------------------------------- from the gateway
 
     def add_chunk(self, data: bytes, more: bool) -> None:
-        if self._args_ready.is_set():
+        if self._args_ready is None or self._args_ready.is_set():
             return
         self._parts.append(data)
         if not more:
@@ -135,7 +134,8 @@ class Execution:
             )
 
     async def _execute(self) -> None:
-        await self._args_ready.wait()
+        if self._args_ready is not None:
+            await self._args_ready.wait()
         payload = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
         self._parts = []
         kind = self.function.kind

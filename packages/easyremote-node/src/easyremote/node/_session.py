@@ -13,6 +13,7 @@ from easyremote.node._execution import Execution
 from easyremote.node._functions import RegisteredFunction
 from easyremote.node._resources import ResourceProbe
 from easyremote.proto import Outbox
+from easyremote.proto.outbox import frames_packer
 from easyremote.proto.v1 import common_pb2, node_pb2
 
 logger = logging.getLogger("easyremote.node")
@@ -23,8 +24,7 @@ _K = common_pb2.ResultKind
 Stream = aio.StreamStreamCall[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope]
 
 
-def _envelope(frames: list[node_pb2.NodeFrame]) -> node_pb2.NodeEnvelope:
-    return node_pb2.NodeEnvelope(frames=frames)
+_envelope = frames_packer(node_pb2.NodeEnvelope)
 
 
 class NodeSession:

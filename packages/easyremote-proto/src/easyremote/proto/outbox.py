@@ -13,12 +13,30 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from easyremote.proto.framing import CHUNK_SIZE
 
 FrameT = TypeVar("FrameT")
 EnvelopeT = TypeVar("EnvelopeT")
+
+
+def frames_packer(envelope_type: type[EnvelopeT]) -> Callable[[list[Any]], EnvelopeT]:
+    """Returns a builder that packs frames into ``envelope_type().frames``.
+
+    Frames are added with ``add().CopyFrom()``: with the upb backend, passing
+    frames to the constructor, ``append`` or ``extend`` costs as much as
+    serializing them (measured 3.6 ms per MiB), ``CopyFrom`` about 0.08 ms.
+    """
+
+    def pack(frames: list[Any]) -> EnvelopeT:
+        envelope = envelope_type()
+        add = envelope.frames.add  # type: ignore[attr-defined]
+        for frame in frames:
+            add().CopyFrom(frame)
+        return envelope
+
+    return pack
 
 
 class OutboxClosedError(ConnectionError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from easyremote.proto import Outbox, OutboxClosedError
+from easyremote.proto.outbox import frames_packer
 from easyremote.proto.v1 import client_pb2, common_pb2
 from easyremote.server._calls import Call, error_result
 from easyremote.server._router import Router
@@ -13,8 +14,7 @@ _R = common_pb2.ErrorReason
 MAX_FUNCTION_NAME_LENGTH = 256
 
 
-def _envelope(frames: list[client_pb2.SessionFrame]) -> client_pb2.SessionEnvelope:
-    return client_pb2.SessionEnvelope(frames=frames)
+_envelope = frames_packer(client_pb2.SessionEnvelope)
 
 
 class ClientSession:

@@ -14,6 +14,7 @@ from types import FrameType, TracebackType
 from grpc import aio
 
 from easyremote.proto import PROTOCOL_VERSION, python_version, server_options, strategy_from_name
+from easyremote.proto.memory import tune_allocator
 from easyremote.proto.runtime import run_sync
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from easyremote.server._client_servicer import ClientServicer
@@ -185,6 +186,7 @@ class Server:
         if self._started.is_set():
             raise GatewayError("this gateway was already started")
         self._loop = asyncio.get_running_loop()
+        tune_allocator()
         server = aio.server(options=server_options())
         node_pb2_grpc.add_NodeServiceServicer_to_server(self._node_servicer, server)
         client_pb2_grpc.add_ClientServiceServicer_to_server(self._client_servicer, server)

@@ -6,11 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from easyremote.proto import Outbox, OutboxClosedError
+from easyremote.proto.outbox import frames_packer
 from easyremote.proto.v1 import node_pb2
 
-
-def _envelope(frames: list[node_pb2.GatewayFrame]) -> node_pb2.GatewayEnvelope:
-    return node_pb2.GatewayEnvelope(frames=frames)
+_envelope = frames_packer(node_pb2.GatewayEnvelope)
 
 
 class NodeLink:
