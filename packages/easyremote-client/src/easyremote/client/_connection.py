@@ -10,6 +10,7 @@ call opens a new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
@@ -283,15 +284,24 @@ class Session:
             pass
 
     async def close(self) -> None:
+        """Ends the stream and waits (bounded) until nothing of it is pending.
+
+        grpc.aio waits at interpreter exit for every operation it still has
+        in flight, so a read left pending here can hang the process at exit.
+        """
         self._shutdown(GatewayUnavailableError("client closed"))
         await self.outbox.aclose(2.0)
-        try:
-            await self._stream.done_writing()
-        except Exception:  # noqa: BLE001
-            pass
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._stream.done_writing(), 1.0)
+        reader = self._reader
+        if reader is not None:
+            # The gateway ends the stream once we half-close; let the reader
+            # see that end so the RPC finishes normally rather than cancelled.
+            await asyncio.wait({reader}, timeout=2.0)
         self._stream.cancel()
-        if self._reader is not None:
-            self._reader.cancel()
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=2.0)
 
 
 class Connection:
@@ -387,6 +397,10 @@ class Connection:
 
     async def close(self) -> None:
         self._closed = True
+        opening = self._opening
+        if opening is not None and not opening.done():
+            opening.cancel()
+            await asyncio.wait({opening}, timeout=2.0)
         if self._session is not None:
             await self._session.close()
             self._session = None
