@@ -14,7 +14,7 @@ from easyremote.client._options import build_options
 from easyremote.client._serialization import dump_arguments, load_result
 from easyremote.client._status import NodeStatus
 from easyremote.client._stream import StreamReceiver
-from easyremote.proto.runtime import is_exiting, run_sync, submit
+from easyremote.proto.runtime import close_at_exit, forget_at_exit, is_exiting, run_sync, submit
 from easyremote.proto.v1 import client_pb2
 
 
@@ -154,6 +154,7 @@ class Client:
             )
 
         self._async = run_sync(make())
+        close_at_exit(self, _close_at_exit)
 
     # ------------------------------------------------------------------ calls
 
@@ -220,6 +221,7 @@ class Client:
             if self._closed:
                 return
             self._closed = True
+        forget_at_exit(self)
         run_sync(self._async.close())
 
     def __enter__(self) -> Client:
@@ -240,3 +242,8 @@ class Client:
             submit(self._async.close())
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+async def _close_at_exit(client: Client) -> None:
+    client._closed = True
+    await client._async.close()

@@ -397,7 +397,7 @@ class Connection:
 
     async def close(self) -> None:
         self._closed = True
-        opening = self._opening
+        opening, self._opening = self._opening, None
         if opening is not None and not opening.done():
             opening.cancel()
             await asyncio.wait({opening}, timeout=2.0)

@@ -26,7 +26,7 @@ from easyremote.node._serialization import local_versions
 from easyremote.node._session import NodeSession
 from easyremote.proto import channel_options, metadata_reason
 from easyremote.proto.memory import tune_allocator
-from easyremote.proto.runtime import in_background_loop, submit
+from easyremote.proto.runtime import close_at_exit, forget_at_exit, in_background_loop, submit
 from easyremote.proto.v1 import node_pb2, node_pb2_grpc
 
 logger = logging.getLogger("easyremote.node")
@@ -218,6 +218,7 @@ class ComputeNode:
         self._stop_requested.clear()
         self._finished.clear()
         self._running = submit(self._main())
+        close_at_exit(self, _stop_at_exit)
         if not blocking:
             if not self._registered.wait(self.connection_timeout) or self._fatal is not None:
                 fatal = self._fatal
@@ -253,6 +254,7 @@ class ComputeNode:
         running = self._running
         if running is None:
             return
+        forget_at_exit(self)
         if not self._stop_requested.is_set():
             self._drain_timeout = timeout if drain else None
             self._stop_requested.set()
@@ -425,6 +427,15 @@ class ComputeNode:
         finally:
             for task in (reader, heartbeats, stopper, drain):
                 task.cancel()
+
+
+async def _stop_at_exit(node: ComputeNode) -> None:
+    node._stop_requested.set()
+    if node._stop_event is not None:
+        node._stop_event.set()
+    running = node._running
+    if running is not None:
+        await asyncio.wait({asyncio.wrap_future(running)}, timeout=2.0)
 
 
 @contextlib.contextmanager

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import os
 import threading
-from collections.abc import Coroutine
+import weakref
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -25,6 +27,27 @@ _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
 _pid = 0
 _exiting = False
+# Objects with work on the loop (clients, nodes, gateways) and how to close
+# them; closed gracefully at exit, before the loop stops.
+_closers: weakref.WeakKeyDictionary[object, Callable[[object], Coroutine[Any, Any, None]]] = (
+    weakref.WeakKeyDictionary()
+)
+_EXIT_CLOSE_TIMEOUT_S = 3.0
+
+
+def close_at_exit(owner: object, close: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
+    """Closes ``owner`` with ``close(owner)`` at interpreter exit if still open.
+
+    Held weakly: an owner that is garbage-collected first is simply skipped.
+    """
+    with _lock:
+        _closers[owner] = close
+
+
+def forget_at_exit(owner: object) -> None:
+    """``owner`` was closed by its user; nothing to do at exit."""
+    with _lock:
+        _closers.pop(owner, None)
 
 
 def _serve(loop: asyncio.AbstractEventLoop) -> None:
@@ -49,6 +72,20 @@ def _shutdown_at_exit() -> None:
     loop, thread = _loop, _thread
     if loop is None or thread is None or not thread.is_alive() or _pid != os.getpid():
         return
+    with _lock:
+        pending = list(_closers.items())
+        _closers.clear()
+    if pending:
+
+        async def close_all() -> None:
+            await asyncio.gather(
+                *(close(owner) for owner, close in pending), return_exceptions=True
+            )
+
+        # Connections end cleanly (peers see a close, grpc has nothing in
+        # flight), instead of being cut mid-operation.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close_all(), loop).result(_EXIT_CLOSE_TIMEOUT_S)
     try:
         loop.call_soon_threadsafe(_cancel_everything)
         loop.call_soon_threadsafe(loop.stop)

@@ -15,7 +15,7 @@ from grpc import aio
 
 from easyremote.proto import PROTOCOL_VERSION, python_version, server_options, strategy_from_name
 from easyremote.proto.memory import tune_allocator
-from easyremote.proto.runtime import run_sync
+from easyremote.proto.runtime import close_at_exit, forget_at_exit, run_sync
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from easyremote.server._client_servicer import ClientServicer
 from easyremote.server._node_servicer import NodeServicer
@@ -146,6 +146,7 @@ class Server:
         if self._started.is_set():
             raise GatewayError("this gateway was already started")
         run_sync(self._startup(), timeout=_START_TIMEOUT_S)
+        close_at_exit(self, _stop_at_exit)
         return self
 
     def stop(self, grace: float = 5.0) -> None:
@@ -155,6 +156,7 @@ class Server:
         """
         if not self._started.is_set() or self._stopped.is_set():
             return
+        forget_at_exit(self)
         if self._loop is not None and self._loop.is_running() and not _on_loop(self._loop):
             future = asyncio.run_coroutine_threadsafe(self._shutdown(grace), self._loop)
             future.result(grace + 10.0)
@@ -241,6 +243,10 @@ class Server:
                     logger.warning(
                         "node %s suspected: no heartbeat for %.1f s", node.node_id, silent
                     )
+
+
+async def _stop_at_exit(server: Server) -> None:
+    await server._shutdown(1.0)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
