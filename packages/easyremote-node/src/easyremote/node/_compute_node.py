@@ -13,7 +13,6 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any, TypeVar, overload
 
@@ -24,6 +23,7 @@ from easyremote.node._functions import RegisteredFunction, kind_of
 from easyremote.node._resources import ResourceProbe, SystemProbe
 from easyremote.node._serialization import local_versions
 from easyremote.node._session import NodeSession
+from easyremote.node._workers import WorkerPool
 from easyremote.proto import channel_options, metadata_reason
 from easyremote.proto.memory import tune_allocator
 from easyremote.proto.runtime import close_at_exit, forget_at_exit, in_background_loop, submit
@@ -283,9 +283,9 @@ class ComputeNode:
             self._stop_event.set()
         self._fatal = None
         probe = self._probe or SystemProbe()
-        pool = ThreadPoolExecutor(
-            max_workers=self.max_concurrency + 4, thread_name_prefix=f"easyremote-{self.node_id}"
-        )
+        # Workers beyond the slots: a cancelled or timed-out sync call keeps
+        # its thread until the function returns.
+        pool = WorkerPool(self.max_concurrency + 4, f"easyremote-{self.node_id}")
         failures = 0
         try:
             while not self._stop_event.is_set():
@@ -318,7 +318,7 @@ class ComputeNode:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop_event.wait(), delay)
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
             self._loop = None
             self._stop_event = None
             self._finished.set()
@@ -338,7 +338,7 @@ class ComputeNode:
         hello.capabilities.extend(["cancel", "credit", "chunks"])
         return frame
 
-    async def _connect_once(self, probe: ResourceProbe, pool: ThreadPoolExecutor) -> None:
+    async def _connect_once(self, probe: ResourceProbe, pool: WorkerPool) -> None:
         assert self._stop_event is not None
         hello = await asyncio.get_running_loop().run_in_executor(None, self._hello, probe)
         async with aio.insecure_channel(self.gateway_address, options=channel_options()) as channel:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator
-from concurrent.futures import Executor
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from easyremote.node._context import CallContext, reset_current, set_current
@@ -19,6 +18,7 @@ from easyremote.node._serialization import (
     loads,
     pickled_exception,
 )
+from easyremote.node._workers import WorkerPool
 from easyremote.proto import CHUNK_SIZE
 from easyremote.proto.v1 import common_pb2, node_pb2
 
@@ -55,7 +55,8 @@ class Execution:
         execute: node_pb2.Execute,
         function: RegisteredFunction,
         outbox: Outbox[node_pb2.NodeFrame, node_pb2.NodeEnvelope],
-        pool: Executor,
+        pool: WorkerPool,
+        on_done: Callable[[Execution], None],
     ) -> None:
         self.call_id = execute.call_id
         self.function = function
@@ -78,7 +79,77 @@ class Execution:
         self._credit_event = asyncio.Event()
         self._gen_lock = threading.Lock()
         self._cancel_reason = ""
+        self._on_done = on_done
+        self._done = False
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begins running; the outcome is sent and ``on_done`` called once."""
+        if self.function.kind is FunctionKind.SYNC and not self.stream and self._args_ready is None:
+            # Hot path: no task, one worker-thread hop, one callback back.
+            if self.timeout is not None:
+                self._timer = self._loop.call_later(self.timeout, self._sync_expired)
+            self._pool.submit(self._sync_job)
+        else:
+            self.task = asyncio.ensure_future(self._run_task())
+
+    def _finish(self) -> bool:
+        """Marks the outcome as decided; False if it already was."""
+        if self._done:
+            return False
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._on_done(self)
+        return True
+
+    # ---------------------------------------------------------- sync hot path
+
+    def _sync_job(self) -> None:
+        payload = self._parts[0]
+        self._parts = []
+        try:
+            outcome: bytes | _CallFailed = self._run_sync(payload)
+        except _CallFailed as failed:
+            outcome = failed
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            outcome = _failure(_R.ERROR_REASON_INTERNAL, f"node failed to run the call: {exc!r}")
+        self._loop.call_soon_threadsafe(self._sync_settled, outcome)
+
+    def _sync_settled(self, outcome: bytes | _CallFailed) -> None:
+        if self._done:
+            return  # cancelled or timed out meanwhile: the caller has its answer
+        if isinstance(outcome, _CallFailed):
+            self._finish()
+            self._send_error(outcome.error, outcome.data)
+        elif len(outcome) <= CHUNK_SIZE:
+            self._finish()
+            self._send_small(_K.RESULT_KIND_VALUE, outcome)
+        else:
+            # Large results wait on the outbox's high-water mark.
+            self.task = asyncio.ensure_future(self._send_large(outcome))
+
+    async def _send_large(self, data: bytes) -> None:
+        try:
+            await self._send_payload(_K.RESULT_KIND_VALUE, data)
+        except asyncio.CancelledError:
+            # Ends the partial value for the gateway, which frees the slot.
+            self._send_error(self._cancelled_error())
+        finally:
+            self._finish()
+
+    def _sync_expired(self) -> None:
+        self._timer = None
+        self.context.cancel()
+        if self._finish():
+            self._send_error(
+                common_pb2.Error(
+                    reason=_R.ERROR_REASON_DEADLINE_EXCEEDED,
+                    message=f"{self.function.name!r} did not finish within {self.timeout:g} s",
+                )
+            )
 
     # ----------------------------------------------------------- from the gateway
 
@@ -99,8 +170,23 @@ class Execution:
         self.context.cancel()
         if self.task is not None:
             self.task.cancel()
+        elif self._finish():
+            # The worker thread runs on (it cannot be interrupted); its
+            # result will be dropped.
+            self._send_error(self._cancelled_error())
+
+    def _cancelled_error(self) -> common_pb2.Error:
+        return common_pb2.Error(
+            reason=_R.ERROR_REASON_CANCELLED, message=self._cancel_reason or "cancelled"
+        )
 
     # ------------------------------------------------------------------ running
+
+    async def _run_task(self) -> None:
+        try:
+            await self.run()
+        finally:
+            self._finish()
 
     async def run(self) -> None:
         """Runs the call and sends exactly one outcome (unless orphaned)."""
@@ -150,9 +236,8 @@ class Execution:
                 _R.ERROR_REASON_INVALID_ARGUMENT,
                 f"{name!r} is a generator function; use call_stream() to receive its items",
             )
-        loop = asyncio.get_running_loop()
         if kind is FunctionKind.SYNC:
-            data = await loop.run_in_executor(self._pool, self._run_sync, payload)
+            data = await self._pool.run(self._run_sync, payload)
             await self._send_payload(_K.RESULT_KIND_VALUE, data)
         elif kind is FunctionKind.ASYNC:
             args, kwargs = await self._loads(payload)
@@ -182,15 +267,12 @@ class Execution:
         return self._dumps_sync(value)
 
     async def _stream_sync(self, payload: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        gen: Generator[Any, None, None] = await loop.run_in_executor(
-            self._pool, self._start_generator, payload
-        )
+        gen: Generator[Any, None, None] = await self._pool.run(self._start_generator, payload)
         finished = False
         try:
             while True:
                 await self._take_credit()
-                data = await loop.run_in_executor(self._pool, self._next_item, gen)
+                data = await self._pool.run(self._next_item, gen)
                 if data is _DONE:
                     finished = True
                     break
@@ -199,7 +281,7 @@ class Execution:
         finally:
             if not finished:
                 # Runs the generator's `finally` once its current step returns.
-                self._pool.submit(self._close_generator, gen)
+                self._pool.submit(lambda: self._close_generator(gen))
         self._send_end()
 
     def _start_generator(self, payload: bytes) -> Generator[Any, None, None]:
@@ -288,18 +370,14 @@ class Execution:
     async def _loads(self, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if len(payload) <= INLINE_PICKLE_BYTES:
             return self._loads_sync(payload)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._loads_sync, payload
-        )
+        return await self._pool.run(self._loads_sync, payload)
 
     async def _dumps(self, value: object) -> bytes:
         # Size is unknown before pickling; large values are rare on async paths
         # and pickling them inline would stall the loop, so use a thread when
         # the value is a big buffer.
         if isinstance(value, (bytes, bytearray, memoryview)) and len(value) > INLINE_PICKLE_BYTES:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._pool, self._dumps_sync, value
-            )
+            return await self._pool.run(self._dumps_sync, value)
         return self._dumps_sync(value)
 
     # ---------------------------------------------------------------- sending
@@ -312,7 +390,7 @@ class Execution:
         size = len(data)
         if size <= CHUNK_SIZE:
             result.data = data
-            self._outbox.put(frame, size)
+            self._put(frame, size)
             return
         view = memoryview(data)
         result.data = bytes(view[:CHUNK_SIZE])
@@ -326,6 +404,14 @@ class Execution:
             chunk.data = piece
             chunk.more = start + CHUNK_SIZE < size
             await self._outbox.put_wait(chunk_frame, len(piece))
+
+    def _send_small(self, kind: int, data: bytes) -> None:
+        frame = node_pb2.NodeFrame()
+        result = frame.result
+        result.call_id = self.call_id
+        result.kind = kind  # type: ignore[assignment]
+        result.data = data
+        self._put(frame, len(data))
 
     def _send_end(self) -> None:
         frame = node_pb2.NodeFrame()

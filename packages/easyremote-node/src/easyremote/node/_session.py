@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from concurrent.futures import Executor
 
 from grpc import aio
 
 from easyremote.node._execution import Execution
 from easyremote.node._functions import RegisteredFunction
 from easyremote.node._resources import ResourceProbe
+from easyremote.node._workers import WorkerPool
 from easyremote.proto import Outbox
 from easyremote.proto.outbox import frames_packer
 from easyremote.proto.v1 import common_pb2, node_pb2
@@ -34,7 +34,7 @@ class NodeSession:
         self,
         stream: Stream,
         functions: Mapping[str, RegisteredFunction],
-        pool: Executor,
+        pool: WorkerPool,
         probe: ResourceProbe,
         max_concurrency: int,
         heartbeat_interval: float,
@@ -109,16 +109,14 @@ class NodeSession:
             result.error.message = refusal or "refused"
             self.outbox.put(frame)
             return
-        execution = Execution(execute, function, self.outbox, self._pool)
+        execution = Execution(execute, function, self.outbox, self._pool, self._finished)
         self.executions[execution.call_id] = execution
         self._idle.clear()
-        execution.task = asyncio.ensure_future(self._run(execution))
+        execution.start()
 
-    async def _run(self, execution: Execution) -> None:
-        try:
-            await execution.run()
-        finally:
-            self.executions.pop(execution.call_id, None)
+    def _finished(self, execution: Execution) -> None:
+        if self.executions.get(execution.call_id) is execution:
+            del self.executions[execution.call_id]
             if not self.executions:
                 self._idle.set()
 
