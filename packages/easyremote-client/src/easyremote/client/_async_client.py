@@ -25,6 +25,7 @@ DEFAULT_GATEWAY = "localhost:8080"
 # Beyond the call's own deadline the client waits this much longer for the
 # gateway's verdict before declaring the timeout itself.
 _DEADLINE_GRACE_S = 0.5
+_OPTIONS_CACHE_SIZE = 1024
 
 
 def default_address() -> str:
@@ -96,6 +97,8 @@ class AsyncClient:
             self.address, retry_attempts=retry_attempts, connection_timeout=connection_timeout
         )
         self._versions = local_versions()
+        # call(name) builds the same options every time; they are only read.
+        self._plain_options: dict[str, client_pb2.CallOptions] = {}
 
     # ------------------------------------------------------------------ calls
 
@@ -107,7 +110,16 @@ class AsyncClient:
             RemoteExecutionError: The function raised on the node.
             CallTimeoutError: The default timeout passed.
         """
-        return await self._call(build_options(function, default_timeout=self.timeout), args, kwargs)
+        return await self._call(self.plain_options(function), args, kwargs)
+
+    def plain_options(self, function: str) -> client_pb2.CallOptions:
+        """Options of a plain ``call(function)``; cached, never modified."""
+        options = self._plain_options.get(function)
+        if options is None:
+            options = build_options(function, default_timeout=self.timeout)
+            if len(self._plain_options) < _OPTIONS_CACHE_SIZE:
+                self._plain_options[function] = options
+        return options
 
     async def call_node(self, node_id: str, function: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``function`` on the node ``node_id`` only."""

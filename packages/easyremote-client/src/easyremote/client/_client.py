@@ -160,7 +160,7 @@ class Client:
 
     def call(self, function: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``function`` on a node the gateway picks; returns its result."""
-        return self._invoke(build_options(function, default_timeout=self.timeout), args, kwargs)
+        return self._invoke(self._async.plain_options(function), args, kwargs)
 
     def call_node(self, node_id: str, function: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``function`` on the node ``node_id`` only."""

@@ -68,8 +68,9 @@ class PendingCall:
         self.function = function
         self.stream = stream
         self.future: asyncio.Future[bytes] = loop.create_future()
-        # Items (bytes), the end marker or an error; unary calls use the future.
-        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        # Streams: items (bytes), the end marker or an error. Unary calls use
+        # the future alone.
+        self.queue: asyncio.Queue[object] | None = asyncio.Queue() if stream else None
         self._parts: list[bytes] = []
         self._kind = 0
         self.node_id = ""
@@ -84,7 +85,8 @@ class PendingCall:
             self.fail(error_from_wire(result.error, result.data))
             return True
         if kind == _K.RESULT_KIND_END:
-            self.queue.put_nowait(_END)
+            if self.queue is not None:
+                self.queue.put_nowait(_END)
             return True
         # A new header always starts a fresh payload: after a failover the
         # re-run's value replaces any partial one.
@@ -109,14 +111,16 @@ class PendingCall:
         kind = self._kind
         self._kind = 0
         if kind == _K.RESULT_KIND_ITEM:
-            self.queue.put_nowait(data)
+            # Items of a unary call would be a gateway bug; they are dropped.
+            if self.queue is not None:
+                self.queue.put_nowait(data)
             return False
         if not self.future.done():
             self.future.set_result(data)
         return True
 
     def fail(self, error: BaseException) -> None:
-        if self.stream:
+        if self.queue is not None:
             self.queue.put_nowait(error)
         elif not self.future.done():
             self.future.set_exception(error)

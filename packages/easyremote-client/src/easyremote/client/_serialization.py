@@ -10,6 +10,7 @@ import cloudpickle
 from easyremote.client._errors import SerializationError
 from easyremote.client.version import __version__
 from easyremote.proto import PROTOCOL_VERSION, python_version
+from easyremote.proto.payload import is_plain_data
 from easyremote.proto.v1 import common_pb2
 
 # Payloads above this size are (un)pickled off the event loop by AsyncClient.
@@ -27,8 +28,11 @@ def local_versions() -> common_pb2.Versions:
 
 def dump_arguments(function: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Pickles call arguments; classes from ``__main__`` travel by value."""
+    value = (args, kwargs)
     try:
-        return cast(bytes, cloudpickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL))
+        if is_plain_data(value):
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return cast(bytes, cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     except Exception as exc:
         raise SerializationError(
             f"could not pickle the arguments of {function!r}: {exc!r}"

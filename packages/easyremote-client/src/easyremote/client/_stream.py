@@ -44,12 +44,14 @@ class StreamReceiver:
                 self._deadline = asyncio.get_running_loop().time() + self._time_limit
             self._session, self._pending = await self._open_call()
         pending = self._pending
+        queue = pending.queue
+        assert queue is not None, "streaming calls always have an item queue"
         try:
             if self._deadline is None:
-                event = await pending.queue.get()
+                event = await queue.get()
             else:
                 left = self._deadline - asyncio.get_running_loop().time()
-                event = await asyncio.wait_for(pending.queue.get(), max(0.0, left))
+                event = await asyncio.wait_for(queue.get(), max(0.0, left))
         except asyncio.TimeoutError:
             await self.aclose()
             raise CallTimeoutError(

@@ -10,6 +10,7 @@ import cloudpickle
 
 from easyremote.node.version import __version__
 from easyremote.proto import PROTOCOL_VERSION, python_version
+from easyremote.proto.payload import is_plain_data
 from easyremote.proto.v1 import common_pb2
 
 # Below this size pickling runs inline on the event loop; above it in a worker
@@ -29,6 +30,8 @@ def local_versions() -> common_pb2.Versions:
 
 def dumps(value: object) -> bytes:
     """Pickles ``value`` with cloudpickle (functions and __main__ classes by value)."""
+    if is_plain_data(value):
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return cast(bytes, cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
