@@ -16,10 +16,15 @@ Workloads:
 
 W1 to W3 use one node (one relay worker); W4 uses three single-slot ones.
 
+The machine's speed drifts over tens of seconds, so the systems are measured
+in rounds: in each round every workload group runs on the relay and then on
+EasyRemote back to back, the order flipping from round to round. Each metric
+is the median over rounds, and the ratios come from those medians.
+
 Usage:
 
     python3 -m nox -s bench                      # needs the packages installed
-    python benchmarks/run.py [--quick] [--only w1,w3] [--systems relay]
+    python benchmarks/run.py [--quick] [--rounds N] [--only w1,w3] [--systems relay]
 
 Prints a table and writes ``benchmarks/results.json``. A ratio above 1 means
 EasyRemote did better than the relay.
@@ -68,15 +73,17 @@ WORKLOAD_TIMEOUT_S = {"w1": 180.0, "w1_sync": 180.0, "w2": 60.0, "w3": 300.0, "w
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Iteration counts; ``--quick`` swaps in smaller ones."""
+    """Iteration counts per round; ``--quick`` swaps in smaller ones."""
 
-    w1_calls: int = 2000
+    rounds: int = 3
+    w1_calls: int = 1000
     w1_warmup: int = 200
     w2_in_flight: int = 16
-    w2_seconds: float = 3.0
-    w2_max_calls: int = 5000
+    w2_seconds: float = 2.0
+    # High enough that the time, not the count, ends W2 on this kind of host.
+    w2_max_calls: int = 10000
     w2_warmup: int = 200
-    w3_sizes: tuple[tuple[int, int], ...] = ((1 * MIB, 20), (64 * MIB, 3))
+    w3_sizes: tuple[tuple[int, int], ...] = ((1 * MIB, 20), (64 * MIB, 2))
     w4_calls: int = 30
     w4_workers: int = 3
     w4_runs: int = 3
@@ -85,6 +92,7 @@ class Settings:
 
 FULL = Settings()
 QUICK = Settings(
+    rounds=1,
     w1_calls=300,
     w1_warmup=50,
     w2_seconds=1.0,
@@ -108,8 +116,8 @@ class Metric:
 METRICS = (
     Metric("w1", "p50_ms", "W1 inc latency p50 (ms), async client", False),
     Metric("w1", "p99_ms", "W1 inc latency p99 (ms), async client", False),
-    Metric("w1_sync", "p50_ms", "W1 inc latency p50 (ms), sync Client", False),
-    Metric("w1_sync", "p99_ms", "W1 inc latency p99 (ms), sync Client", False),
+    Metric("w1_sync", "p50_ms", "W1 p50 (ms), sync Client, sync def on node", False),
+    Metric("w1_sync", "p99_ms", "W1 p99 (ms), sync Client, sync def on node", False),
     Metric("w2", "calls_per_s", "W2 inc throughput, 16 in flight (calls/s)", True),
     Metric("w3", "1MiB_mb_per_s", "W3 echo 1 MiB (MB/s)", True),
     Metric("w3", "64MiB_mb_per_s", "W3 echo 64 MiB (MB/s)", True),
@@ -176,7 +184,7 @@ class RelayDriver:
 class EasyRemoteDriver:
     """EasyRemote through its ``AsyncClient``."""
 
-    FUNCTIONS = frozenset({"inc", "echo", "sleep_task"})
+    FUNCTIONS = frozenset({"inc", "inc_sync", "echo", "sleep_task"})
 
     def __init__(self, address: str) -> None:
         from easyremote.client import AsyncClient
@@ -391,10 +399,10 @@ def w1_sync_latency(address: str, workers: list[str], settings: Settings) -> dic
                 raise TimeoutError(f"EasyRemote nodes {workers} did not register in time")
             time.sleep(0.05)
         for i in range(settings.w1_warmup):
-            client.call("inc", i)
+            client.call("inc_sync", i)
         for i in range(settings.w1_calls):
             start = time.perf_counter()
-            result = client.call("inc", i)
+            result = client.call("inc_sync", i)
             samples.append(time.perf_counter() - start)
             if result != i + 1:
                 raise AssertionError(f"inc({i}) returned {result!r}")
@@ -624,21 +632,43 @@ def _progress(system: str, workload: str, numbers: dict[str, Any]) -> None:
     print(f"  {system:<10} {workload:<8} {shown}", flush=True)
 
 
-def run_system(
-    system: str,
-    settings: Settings,
-    quick: bool,
-    only: set[str],
-    log_dir: Path,
-    results: dict[str, dict[str, Any]],
-) -> None:
-    """Every selected workload for one system, into ``results`` as each phase ends.
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Workloads that share one cluster shape, run as one step of a round."""
+
+    label: str
+    workloads: tuple[str, ...]
+    workers: int
+    slots: int
+
+
+def workload_groups(only: set[str], settings: Settings) -> list[Group]:
+    """The selected workloads grouped by cluster shape, in run order."""
+    groups: list[Group] = []
+    single = tuple(w for w in ("w1", "w2", "w3") if w in only)
+    if single:
+        # One node with room for every in-flight call: W2 measures the
+        # transport, not a slot limit (the relay worker is unlimited).
+        groups.append(Group(",".join(single), single, workers=1, slots=64))
+    if "w4" in only:
+        groups.append(Group("w4", ("w4",), workers=settings.w4_workers, slots=1))
+    return groups
+
+
+def run_group(
+    system: str, group: Group, quick: bool, log_dir: Path
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """One system's phase(s) for one group, on a cluster started for it alone.
+
+    Returns:
+        The numbers, and problems that do not void them (a load generator
+        measured everything but then failed to exit).
 
     Raises:
-        RuntimeError, TimeoutError: A phase failed; the phases already done keep
-            their numbers. A phase whose numbers survived a failed exit still
-            counts as a failure, raised once every phase has run.
+        RuntimeError, TimeoutError: A phase produced no numbers; the cluster
+            is stopped either way.
     """
+    results: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
 
     def phase(cluster: Cluster, workloads: list[str]) -> None:
@@ -652,19 +682,89 @@ def run_system(
             print(f"  {system} PROBLEM: {problem}", file=sys.stderr, flush=True)
             problems.append(problem)
 
-    single = [w for w in ("w1", "w2", "w3") if w in only]
-    if single:
-        # One node with room for every in-flight call: W2 measures the
-        # transport, not a slot limit (the relay worker is unlimited).
-        with running(system, workers=1, slots=64, log_dir=log_dir) as cluster:
-            phase(cluster, single)
-            if system == "easyremote" and "w1" in only:
-                phase(cluster, ["w1_sync"])
-    if "w4" in only:
-        with running(system, workers=settings.w4_workers, slots=1, log_dir=log_dir) as cluster:
-            phase(cluster, ["w4"])
-    if problems:
-        raise RuntimeError("\n\n".join(problems))
+    with running(system, group.workers, group.slots, log_dir) as cluster:
+        phase(cluster, list(group.workloads))
+        if system == "easyremote" and "w1" in group.workloads:
+            phase(cluster, ["w1_sync"])
+    return results, problems
+
+
+def round_order(systems: list[str], index: int) -> list[str]:
+    """Who goes first flips every round, so a steady drift hits both alike."""
+    return list(systems) if index % 2 == 0 else list(reversed(systems))
+
+
+def run_rounds(
+    systems: list[str], settings: Settings, quick: bool, only: set[str], log_dir: Path
+) -> tuple[dict[str, list[dict[str, dict[str, Any]]]], dict[str, str]]:
+    """Every round: each group on each system, back to back.
+
+    A system whose phase fails is recorded and left out of later phases; the
+    other system carries on. Problems that kept their numbers are errors too,
+    but do not stop the system.
+
+    Returns:
+        Per system, one ``{workload: numbers}`` per round; and the errors.
+    """
+    per_round: dict[str, list[dict[str, dict[str, Any]]]] = {s: [] for s in systems}
+    failed: dict[str, str] = {}
+    problems: dict[str, list[str]] = {s: [] for s in systems}
+    groups = workload_groups(only, settings)
+    for index in range(settings.rounds):
+        order = round_order(systems, index)
+        print(f"== round {index + 1}/{settings.rounds}: {' then '.join(order)}", flush=True)
+        for system in systems:
+            per_round[system].append({})
+        for group in groups:
+            for system in order:
+                if system in failed:
+                    continue
+                print(f"-- {system} ({group.label})", flush=True)
+                try:
+                    numbers, found = run_group(system, group, quick, log_dir)
+                except Exception:  # noqa: BLE001 - one system failing must not hide the other's
+                    failed[system] = f"round {index + 1}, {group.label}:\n" + traceback.format_exc()
+                    print(f"  {system} FAILED:\n{failed[system]}", file=sys.stderr, flush=True)
+                    continue
+                per_round[system][index].update(numbers)
+                problems[system].extend(f"round {index + 1}: {p}" for p in found)
+    errors: dict[str, str] = {}
+    for system in systems:
+        parts = ([failed[system]] if system in failed else []) + problems[system]
+        if parts:
+            errors[system] = "\n\n".join(parts)
+    return per_round, errors
+
+
+def median_numbers(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median over rounds of every numeric field; flags must hold in every round.
+
+    Lists (per-echo seconds, W4 runs) stay in the per-round record only.
+    """
+    out: dict[str, Any] = {}
+    keys = list(dict.fromkeys(k for numbers in rounds for k in numbers))
+    for key in keys:
+        values = [numbers[key] for numbers in rounds if key in numbers]
+        if all(isinstance(v, bool) for v in values):
+            out[key] = all(values)
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            out[key] = statistics.median(values)
+    out["rounds"] = len(rounds)
+    return out
+
+
+def summarize(
+    per_round: dict[str, list[dict[str, dict[str, Any]]]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per system and workload, the medians over the rounds that measured it."""
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for system, rounds in per_round.items():
+        summary[system] = {}
+        for name in ("w1", "w1_sync", "w2", "w3", "w4"):
+            measured = [r[name] for r in rounds if name in r]
+            if measured:
+                summary[system][name] = median_numbers(measured)
+    return summary
 
 
 def ratio(metric: Metric, easyremote: float | None, relay: float | None) -> float | None:
@@ -678,17 +778,28 @@ def _value(results: dict[str, dict[str, dict[str, Any]]], system: str, m: Metric
     return results.get(system, {}).get(m.workload, {}).get(m.key)
 
 
-def render_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """The plain-text comparison table."""
+def render_table(
+    results: dict[str, dict[str, dict[str, Any]]], rounds: int, systems: list[str]
+) -> str:
+    """The plain-text comparison table of the medians over ``rounds`` rounds."""
     rows = [("workload", "easyremote", "relay", "ratio")]
     for m in METRICS:
         er, rl = _value(results, "easyremote", m), _value(results, "relay", m)
         if er is None and rl is None:
             continue
         r = ratio(m, er, rl)
-        rows.append((m.label, _fmt(er), _fmt(rl), "-" if r is None else f"{r:.2f}x"))
+        cells = [_fmt(er), _fmt(rl)]
+        for i, system in enumerate(("easyremote", "relay")):
+            got = results.get(system, {}).get(m.workload, {}).get("rounds", rounds)
+            if cells[i] != "-" and got != rounds:
+                cells[i] += f" ({got} of {rounds} rounds)"
+        rows.append((m.label, cells[0], cells[1], "-" if r is None else f"{r:.2f}x"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    both = len(systems) > 1
     lines = [
+        f"{rounds} round{'s' if rounds != 1 else ''}"
+        + (", relay and easyremote back to back, alternating who goes first" if both else "")
+        + ": values are medians over rounds, ratios of the medians",
         "ratio > 1: EasyRemote better (latency, makespan: relay/easyremote; "
         "rates: easyremote/relay)",
         "W3 MB/s = payload bytes / 1e6 / mean seconds per echo round trip "
@@ -733,21 +844,42 @@ def machine_info() -> dict[str, Any]:
 
 
 def build_report(
+    per_round: dict[str, list[dict[str, dict[str, Any]]]],
     results: dict[str, dict[str, dict[str, Any]]],
     errors: dict[str, str],
     settings: Settings,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """The results.json document: machine, settings, per-workload numbers, ratios."""
+    """The results.json document: machine, settings, per-workload numbers, ratios.
+
+    Per workload: each system's medians over rounds, the ratios of those
+    medians, every round's own numbers (None where a round has none) and the
+    ratio within each round, as a measure of the spread.
+    """
     workloads: dict[str, Any] = {}
     for name in ("w1", "w1_sync", "w2", "w3", "w4"):
-        entry = {system: results.get(system, {}).get(name) for system in SYSTEMS}
+        entry: dict[str, Any] = {system: results.get(system, {}).get(name) for system in SYSTEMS}
         if all(v is None for v in entry.values()):
             continue
+        metrics = [m for m in METRICS if m.workload == name]
         entry["ratio"] = {
             m.key: ratio(m, _value(results, "easyremote", m), _value(results, "relay", m))
-            for m in METRICS
-            if m.workload == name
+            for m in metrics
+        }
+        rounds = {
+            system: [r.get(name) for r in per_round[system]]
+            for system in SYSTEMS
+            if system in per_round
+        }
+        entry["rounds"] = rounds
+        er_rounds, relay_rounds = rounds.get("easyremote", []), rounds.get("relay", [])
+        entry["ratio_per_round"] = {
+            m.key: [
+                ratio(m, (er or {}).get(m.key), (rl or {}).get(m.key))
+                # A one-system run has no pairs: no per-round ratios.
+                for er, rl in zip(er_rounds, relay_rounds, strict=False)
+            ]
+            for m in metrics
         }
         workloads[name] = entry
     return {
@@ -755,6 +887,9 @@ def build_report(
         "settings": {**dataclasses.asdict(settings), "quick": args.quick},
         "only": sorted(args.only),
         "systems": list(args.systems),
+        "round_order": [round_order(args.systems, i) for i in range(settings.rounds)],
+        "values": "per system: median over rounds of each metric; ratio: of those medians; "
+        "rounds: every round's own numbers; ratio_per_round: within each round",
         "ratio_meaning": "above 1: EasyRemote better (latency/makespan relay/easyremote, "
         "rates easyremote/relay)",
         "w3_mb_per_s_definition": "payload bytes / 1e6 / mean seconds per echo round trip",
@@ -771,6 +906,16 @@ def _parse_list(text: str, allowed: tuple[str, ...], what: str) -> set[str]:
     return chosen
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("--rounds must be a whole number of at least 1")
+    return value
+
+
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     # nox or CI may SIGTERM us: unwind like Ctrl-C so every finally stops the
     # subprocesses we started.
@@ -783,7 +928,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == [LOAD_COMMAND]:
         return load_generator_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer iterations and 1 round (smoke run)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=None,
+        help=f"rounds of every phase, medians reported (default {FULL.rounds}; "
+        f"{QUICK.rounds} with --quick)",
+    )
     parser.add_argument(
         "--only",
         type=lambda s: _parse_list(s, WORKLOADS, "--only"),
@@ -800,28 +954,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.systems = [s for s in ("relay", "easyremote") if s in args.systems]
     settings = QUICK if args.quick else FULL
+    if args.rounds is not None:
+        settings = dataclasses.replace(settings, rounds=args.rounds)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    errors: dict[str, str] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="easyremote-bench-") as tmp:
-            for system in args.systems:
-                print(f"== {system}", flush=True)
-                results[system] = {}
-                try:
-                    run_system(system, settings, args.quick, args.only, Path(tmp), results[system])
-                except Exception:  # noqa: BLE001 - one system failing must not hide the other's
-                    errors[system] = traceback.format_exc()
-                    print(f"  {system} FAILED:\n{errors[system]}", file=sys.stderr, flush=True)
+            per_round, errors = run_rounds(args.systems, settings, args.quick, args.only, Path(tmp))
     except KeyboardInterrupt:
         # Every subprocess was stopped by the finally blocks on the way out.
         print("interrupted; no results written", file=sys.stderr)
         return 130
 
+    results = summarize(per_round)
     print()
-    print(render_table(results))
-    report = build_report(results, errors, settings, args)
+    print(render_table(results, settings.rounds, args.systems))
+    report = build_report(per_round, results, errors, settings, args)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.output}")
     if errors:
