@@ -8,8 +8,6 @@ the generator pinned below; `tests` fails when the committed code drifts.
 from __future__ import annotations
 
 import filecmp
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -103,9 +101,38 @@ def drift(session: nox.Session) -> None:
     _check_drift(session)
 
 
+def _version_of(package_dir: Path) -> str:
+    text = next(package_dir.glob("src/easyremote/**/version.py")).read_text()
+    return text.split('"')[1]
+
+
+def _check_pins(session: nox.Session) -> None:
+    """Internal dependencies pin exactly the version each package declares."""
+    # Folder names are the distribution names.
+    versions = {Path(p).name: _version_of(ROOT / p) for p in PACKAGES}
+    problems = []
+    for package in PACKAGES:
+        text = (ROOT / package / "pyproject.toml").read_text()
+        for name, version in versions.items():
+            for line in text.splitlines():
+                stripped = line.strip().strip('",')
+                if stripped.startswith(f"{name}==") and stripped != f"{name}=={version}":
+                    problems.append(f"{package}: {stripped} but {name} is {version}")
+    if problems:
+        session.error("internal pins out of date: " + "; ".join(problems))
+    session.log(f"internal pins match: {versions}")
+
+
+@nox.session(venv_backend="none")
+def pins(session: nox.Session) -> None:
+    """Check that internal version pins match the packages' versions."""
+    _check_pins(session)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every package's tests, the integration tests, codegen drift, install check."""
+    _check_pins(session)
     _check_drift(session)
     _install_packages(session)
     session.install(*TEST_REQUIREMENTS)
@@ -155,7 +182,9 @@ def _install_check(session: nox.Session) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dist = Path(tmp) / "dist"
         for package in PACKAGES:
-            session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), package, silent=True)
+            session.run(
+                "python", "-m", "build", "--wheel", "--outdir", str(dist), package, silent=True
+            )
         session.run(
             "python",
             str(ROOT / "tests-integration" / "install_check.py"),
