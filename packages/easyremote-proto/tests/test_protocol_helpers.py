@@ -18,6 +18,7 @@ from easyremote.proto import (
     strategy_name,
 )
 from easyremote.proto.errors import REASON_TO_STATUS
+from easyremote.proto.framing import INLINE_PAYLOAD_BYTES, iter_chunks
 from easyremote.proto.v1 import common_pb2
 
 
@@ -42,13 +43,21 @@ def test_status_without_metadata_maps_to_a_general_reason() -> None:
     )
 
 
-@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 7])
-def test_split_payload_reassembles_exactly(size: int) -> None:
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, CHUNK_SIZE + 1, INLINE_PAYLOAD_BYTES, INLINE_PAYLOAD_BYTES + 1, 3 * CHUNK_SIZE + 7],
+)
+def test_chunks_reassemble_exactly_and_flag_the_last(size: int) -> None:
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    chunks = list(split_payload(data))
-    assert b"".join(chunks) == data
-    assert all(len(c) <= CHUNK_SIZE for c in chunks)
-    assert len(chunks) == max(1, -(-size // CHUNK_SIZE))
+    pieces = list(iter_chunks(data))
+    assert b"".join(piece for piece, _ in pieces) == data
+    assert [more for _, more in pieces] == [True] * (len(pieces) - 1) + [False]
+    if size <= INLINE_PAYLOAD_BYTES:
+        assert len(pieces) == 1
+    else:
+        assert all(len(piece) <= CHUNK_SIZE for piece, _ in pieces)
+        assert len(pieces) == -(-size // CHUNK_SIZE)
+    assert list(split_payload(data)) == [piece for piece, _ in pieces]
 
 
 def test_strategy_names() -> None:

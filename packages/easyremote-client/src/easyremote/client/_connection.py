@@ -28,7 +28,8 @@ from easyremote.client._errors import (
     error_from_wire,
 )
 from easyremote.client._serialization import local_versions
-from easyremote.proto import CHUNK_SIZE, Outbox, OutboxClosedError, channel_options
+from easyremote.proto import Outbox, OutboxClosedError, channel_options
+from easyremote.proto.framing import iter_chunks
 from easyremote.proto.memory import tune_allocator
 from easyremote.proto.outbox import frames_packer
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
@@ -230,23 +231,21 @@ class Session:
         start = frame.start
         start.call_id = call_id
         start.options.CopyFrom(options)
-        size = len(payload)
+        pieces = iter_chunks(payload)
+        first, more = next(pieces)
+        start.data = first
+        start.more = more
         try:
-            if size <= CHUNK_SIZE:
-                start.data = payload
-                self.outbox.put(frame, size)
+            if not more:
+                self.outbox.put(frame, len(first))
                 return pending
-            view = memoryview(payload)
-            start.data = bytes(view[:CHUNK_SIZE])
-            start.more = True
-            await self.outbox.put_wait(frame, CHUNK_SIZE)
-            for offset in range(CHUNK_SIZE, size, CHUNK_SIZE):
-                piece = bytes(view[offset : offset + CHUNK_SIZE])
+            await self.outbox.put_wait(frame, len(first))
+            for piece, more in pieces:
                 chunk_frame = client_pb2.ClientFrame()
                 chunk = chunk_frame.chunk
                 chunk.call_id = call_id
                 chunk.data = piece
-                chunk.more = offset + CHUNK_SIZE < size
+                chunk.more = more
                 await self.outbox.put_wait(chunk_frame, len(piece))
         except OutboxClosedError:
             self.calls.pop(call_id, None)

@@ -19,7 +19,7 @@ from easyremote.node._serialization import (
     pickled_exception,
 )
 from easyremote.node._workers import WorkerPool
-from easyremote.proto import CHUNK_SIZE
+from easyremote.proto.framing import INLINE_PAYLOAD_BYTES, iter_chunks
 from easyremote.proto.v1 import common_pb2, node_pb2
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class Execution:
         if isinstance(outcome, _CallFailed):
             self._finish()
             self._send_error(outcome.error, outcome.data)
-        elif len(outcome) <= CHUNK_SIZE:
+        elif len(outcome) <= INLINE_PAYLOAD_BYTES:
             self._finish()
             self._send_small(_K.RESULT_KIND_VALUE, outcome)
         else:
@@ -387,22 +387,20 @@ class Execution:
         result = frame.result
         result.call_id = self.call_id
         result.kind = kind  # type: ignore[assignment]
-        size = len(data)
-        if size <= CHUNK_SIZE:
-            result.data = data
-            self._put(frame, size)
+        pieces = iter_chunks(data)
+        first, more = next(pieces)
+        result.data = first
+        result.more = more
+        if not more:
+            self._put(frame, len(first))
             return
-        view = memoryview(data)
-        result.data = bytes(view[:CHUNK_SIZE])
-        result.more = True
-        await self._outbox.put_wait(frame, CHUNK_SIZE)
-        for start in range(CHUNK_SIZE, size, CHUNK_SIZE):
-            piece = bytes(view[start : start + CHUNK_SIZE])
+        await self._outbox.put_wait(frame, len(first))
+        for piece, more in pieces:
             chunk_frame = node_pb2.NodeFrame()
             chunk = chunk_frame.chunk
             chunk.call_id = self.call_id
             chunk.data = piece
-            chunk.more = start + CHUNK_SIZE < size
+            chunk.more = more
             await self._outbox.put_wait(chunk_frame, len(piece))
 
     def _send_small(self, kind: int, data: bytes) -> None:
@@ -426,7 +424,7 @@ class Execution:
         result.kind = _K.RESULT_KIND_ERROR
         result.error.CopyFrom(error)
         # A pickled user exception rides along when it fits one chunk.
-        if data and len(data) <= CHUNK_SIZE:
+        if data and len(data) <= INLINE_PAYLOAD_BYTES:
             result.data = data
         self._put(frame, len(result.data))
 
