@@ -21,7 +21,7 @@ from easyremote.proto.errors import (
     reason_from_status,
     status_for_reason,
 )
-from easyremote.proto.framing import CHUNK_SIZE, split_payload
+from easyremote.proto.framing import CHUNK_SIZE, INLINE_PAYLOAD_BYTES, iter_chunks
 from easyremote.proto.names import (
     STRATEGY_BY_NAME,
     node_state_name,
@@ -40,6 +40,7 @@ from easyremote.proto.version import __version__
 
 __all__ = [
     "CHUNK_SIZE",
+    "INLINE_PAYLOAD_BYTES",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
     "REASON_METADATA_KEY",
@@ -48,12 +49,12 @@ __all__ = [
     "STRATEGY_BY_NAME",
     "__version__",
     "channel_options",
+    "iter_chunks",
     "metadata_reason",
     "node_state_name",
     "python_version",
     "reason_from_status",
     "server_options",
-    "split_payload",
     "strategy_from_name",
     "strategy_name",
     "status_for_reason",

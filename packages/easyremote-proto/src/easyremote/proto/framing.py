@@ -28,9 +28,3 @@ def iter_chunks(data: bytes) -> Iterator[tuple[bytes, bool]]:
     for start in range(0, size, CHUNK_SIZE):
         end = start + CHUNK_SIZE
         yield bytes(view[start:end]), end < size
-
-
-def split_payload(data: bytes) -> Iterator[bytes]:
-    """The pieces of ``iter_chunks`` without the ``more`` flags."""
-    for piece, _ in iter_chunks(data):
-        yield piece
