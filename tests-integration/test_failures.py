@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from _procs import wait_until
 
-from easyremote import Client, ComputeNode, NodeLostError, Server
+from easyremote import (
+    AsyncClient,
+    Client,
+    ComputeNode,
+    NodeLostError,
+    RemoteExecutionError,
+    Server,
+)
+from easyremote.client._serialization import dump_arguments
+from easyremote.proto.runtime import run_sync
 
 
 @pytest.fixture()
@@ -97,5 +108,64 @@ def test_closing_a_stream_closes_the_generator_on_the_node(gateway: Server, kind
             assert closed.wait(10), "the generator's finally did not run"
             # Flow control: the node ran at most a window ahead of the reader.
             assert len(produced) <= 3 + 16 + 1
+    finally:
+        node.stop()
+
+
+def test_cancel_arriving_with_the_call_frees_the_slot(gateway: Server) -> None:
+    # Execute and Cancel can share one envelope (frames are coalesced): the
+    # node must still answer and free the slot, or it is lost for good.
+    node = ComputeNode(gateway.address, "one-slot", max_concurrency=1)
+
+    @node.register
+    async def f(x: int) -> int:
+        return x
+
+    node.serve(blocking=False)
+
+    async def scenario() -> int:
+        client = AsyncClient(gateway.address)
+        try:
+            options = client.plain_options("f")
+            session = await client._connection.session()
+            pending = await session.start(options, dump_arguments("f", (1,), {}))
+            session.cancel(pending.call_id)
+            return int(await asyncio.wait_for(client.call("f", 2), 10))
+        finally:
+            await client.close()
+
+    try:
+        assert run_sync(scenario()) == 2
+        record = gateway.registry.get("one-slot")
+        assert record is not None
+        wait_until(lambda: record.in_flight == 0, 10, "the slot to be free")
+    finally:
+        node.stop()
+
+
+def test_system_exit_in_user_code_is_a_remote_error_not_a_dead_node(gateway: Server) -> None:
+    node = ComputeNode(gateway.address, "exiter")
+
+    @node.register
+    def gen():  # type: ignore[no-untyped-def]
+        yield 1
+        sys.exit(3)
+
+    @node.register
+    async def bye() -> None:
+        raise SystemExit(4)
+
+    @node.register
+    def ok(x: int) -> int:
+        return x
+
+    node.serve(blocking=False)
+    try:
+        with Client(gateway.address, timeout=10) as client:
+            with pytest.raises(RemoteExecutionError, match="SystemExit"):
+                list(client.call_stream("gen"))
+            with pytest.raises(RemoteExecutionError, match="SystemExit"):
+                client.call("bye")
+            assert client.call("ok", 5) == 5
     finally:
         node.stop()

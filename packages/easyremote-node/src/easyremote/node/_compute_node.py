@@ -402,7 +402,10 @@ class ComputeNode:
             if drain in done and stopper not in done and reader not in done:
                 # The gateway is going away: finish what runs, then reconnect.
                 session.start_draining("gateway asked to drain")
-                await session.wait_idle(30.0)
+                idle = asyncio.ensure_future(session.wait_idle(30.0))
+                # stop() must still be honoured while draining for the gateway.
+                await asyncio.wait({idle, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                idle.cancel()
                 await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stopper.done() and not reader.done():
                 if self._drain_timeout is not None:

@@ -94,6 +94,15 @@ class Execution:
             self._pool.submit(self._sync_job)
         else:
             self.task = asyncio.ensure_future(self._run_task())
+            self.task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # A task cancelled before its first step runs none of its body (no
+        # `finally`, no CANCELLED frame): answer for it, or its slot would be
+        # held forever on both node and gateway.
+        if not self._done:
+            self._finish()
+            self._send_error(self._cancelled_error())
 
     def _finish(self) -> bool:
         """Marks the outcome as decided; False if it already was."""
@@ -108,6 +117,8 @@ class Execution:
     # ---------------------------------------------------------- sync hot path
 
     def _sync_job(self) -> None:
+        if self._done:
+            return  # cancelled or expired while waiting for a worker: never start it
         payload = self._parts[0]
         self._parts = []
         try:
@@ -128,8 +139,13 @@ class Execution:
             self._finish()
             self._send_small(_K.RESULT_KIND_VALUE, outcome)
         else:
-            # Large results wait on the outbox's high-water mark.
+            # Large results wait on the outbox's high-water mark; the gateway's
+            # own deadline still covers the call while they stream out.
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self.task = asyncio.ensure_future(self._send_large(outcome))
+            self.task.add_done_callback(self._task_done)
 
     async def _send_large(self, data: bytes) -> None:
         try:
@@ -244,7 +260,9 @@ class Execution:
             token = set_current(self.context)
             try:
                 value = await self.function.func(*args, **kwargs)
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
                 raise _user_failure(exc) from exc
             finally:
                 reset_current(token)
@@ -260,7 +278,9 @@ class Execution:
         token = set_current(self.context)
         try:
             value = self.function.func(*args, **kwargs)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
             raise _user_failure(exc) from exc
         finally:
             reset_current(token)
@@ -288,7 +308,9 @@ class Execution:
         args, kwargs = self._loads_sync(payload)
         try:
             gen: Generator[Any, None, None] = self.function.func(*args, **kwargs)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
             raise _user_failure(exc) from exc
         return gen
 
@@ -299,7 +321,9 @@ class Execution:
                 item = next(gen)
             except StopIteration:
                 return _DONE
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
                 raise _user_failure(exc) from exc
             finally:
                 reset_current(token)
@@ -316,7 +340,9 @@ class Execution:
         args, kwargs = await self._loads(payload)
         try:
             agen: AsyncGenerator[Any, None] = self.function.func(*args, **kwargs)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
             raise _user_failure(exc) from exc
         try:
             while True:
@@ -326,7 +352,9 @@ class Execution:
                     item = await agen.__anext__()
                 except StopAsyncIteration:
                     break
-                except Exception as exc:
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:
                     raise _user_failure(exc) from exc
                 finally:
                     reset_current(token)

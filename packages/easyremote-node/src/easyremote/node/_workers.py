@@ -66,8 +66,13 @@ class WorkerPool:
         def job() -> None:
             try:
                 result = func(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            except Exception as exc:  # noqa: BLE001 - handed to the awaiting task
                 loop.call_soon_threadsafe(settle, None, exc)
+            except BaseException as exc:  # noqa: BLE001
+                # SystemExit/KeyboardInterrupt set on an asyncio future would
+                # be re-raised out of the event loop and stop the whole node.
+                error = RuntimeError(f"{type(exc).__name__} raised in a worker thread: {exc!r}")
+                loop.call_soon_threadsafe(settle, None, error)
             else:
                 loop.call_soon_threadsafe(settle, result, None)
 

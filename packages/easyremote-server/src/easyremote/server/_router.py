@@ -158,7 +158,9 @@ class Router:
             result.error.node_id = node.node_id
             result.error.attempt = call.attempt
             result.error.items_delivered = call.items_delivered
-        elif kind == _K.RESULT_KIND_ITEM:
+        elif kind == _K.RESULT_KIND_ITEM and not result.more:
+            # An item counts once complete: a partial one is discarded by the
+            # client, and a stream that delivered nothing may still be re-run.
             call.items_delivered += 1
         call.sink.send_result(result)
         if result.more:
@@ -179,6 +181,8 @@ class Router:
                 self._release(node, call, success=None)
             return
         chunk.call_id = call.call_id
+        if kind == _K.RESULT_KIND_ITEM and not chunk.more:
+            call.items_delivered += 1
         call.sink.send_chunk(chunk)
         if not chunk.more and kind != _K.RESULT_KIND_ITEM:
             self._complete(node, call, success=kind != _K.RESULT_KIND_ERROR)
