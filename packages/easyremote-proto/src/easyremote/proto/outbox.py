@@ -108,11 +108,6 @@ class Outbox(Generic[FrameT, EnvelopeT]):
         """True once the outbox takes no more frames."""
         return self._closing or self._closed
 
-    @property
-    def pending_bytes(self) -> int:
-        """Payload bytes queued and not yet written."""
-        return self._pending_bytes
-
     def put(self, frame: FrameT, size: int = 0) -> None:
         """Queues ``frame`` (carrying ``size`` payload bytes) without waiting.
 

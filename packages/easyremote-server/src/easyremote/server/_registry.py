@@ -135,9 +135,6 @@ class Registry:
         """Nodes that registered ``function``, whatever their state."""
         return self._by_function.get(function, {}).values()
 
-    def knows_function(self, function: str) -> bool:
-        return bool(self._by_function.get(function))
-
     def add(self, record: NodeRecord) -> None:
         self._nodes[record.node_id] = record
         for name in record.functions:
