@@ -98,3 +98,36 @@ def test_resource_aware_prefers_headroom() -> None:
     busy.in_flight = 3
     busy.resources.cpu_percent = 90.0
     assert _pick([busy, idle], common_pb2.STRATEGY_RESOURCE_AWARE).node_id == "idle"
+
+
+def test_round_robin_ignores_latency_and_cost() -> None:
+    fast, slow = node("fast", cost=1.0), node("slow", cost=9.0)
+    fast.functions["f"].latency_ms = 10.0
+    slow.functions["f"].latency_ms = 500.0
+    order = [_pick([fast, slow], common_pb2.STRATEGY_ROUND_ROBIN).node_id for _ in range(4)]
+    assert order == ["fast", "slow", "fast", "slow"]
+
+
+def test_smart_adaptive_learns_from_failures() -> None:
+    flaky, steady = node("flaky"), node("steady")
+    flaky.functions["f"].latency_ms = 50.0
+    flaky.functions["f"].completed, flaky.functions["f"].failed = 2, 18
+    steady.functions["f"].latency_ms = 60.0
+    steady.functions["f"].completed = 20
+    picks = {_pick([flaky, steady], common_pb2.STRATEGY_SMART_ADAPTIVE).node_id for _ in range(4)}
+    assert picks == {"steady"}
+
+
+def test_smart_adaptive_weighs_load_against_latency() -> None:
+    loaded, idle = node("loaded", slots=8), node("idle", slots=8)
+    loaded.functions["f"].latency_ms = 50.0
+    idle.functions["f"].latency_ms = 55.0
+    loaded.in_flight = 7  # one slot left: about twice as long a wait as idle's
+    assert _pick([loaded, idle], common_pb2.STRATEGY_SMART_ADAPTIVE).node_id == "idle"
+    # latency_based looks at latency only.
+    loaded.functions["f"].latency_ms = 20.0
+    assert _pick([loaded, idle], common_pb2.STRATEGY_LATENCY_BASED).node_id == "loaded"
+
+
+def test_no_candidate_means_no_choice() -> None:
+    assert choose([], common_pb2.STRATEGY_SMART_ADAPTIVE) is None

@@ -40,7 +40,7 @@ def exclusion_reason(
         return "heartbeats overdue"
     req = options.requirements
     gpus = node.resources.gpus
-    if req.gpu_required and not gpus:
+    if (req.gpu_required or req.min_gpu_memory_gb > 0) and not gpus:
         return "no GPU"
     if req.min_gpu_memory_gb > 0:
         best = max((g.memory_free_bytes for g in gpus), default=0) / _GIB
