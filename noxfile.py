@@ -171,9 +171,20 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against a raw grpc.aio relay; writes benchmarks/results.json."""
+    """Benchmarks: EasyRemote vs a raw grpc.aio relay, then load balancing.
+
+    ``-- ARGS`` go to benchmarks/run.py (see its --help); ``-- --only`` with
+    none of w1..w4 skips it. ``--balancing-only`` runs just the balancing
+    benchmarks (benchmarks/balancing.py, ``--quick`` passed on).
+    """
     _install_packages(session)
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    args = list(session.posargs)
+    if "--balancing-only" in args:
+        args.remove("--balancing-only")
+    else:
+        session.run("python", "benchmarks/run.py", *args)
+    quick = ["--quick"] if "--quick" in args else []
+    session.run("python", "benchmarks/balancing.py", *quick)
 
 
 def _install_check(session: nox.Session) -> None:

@@ -36,6 +36,11 @@ def node(
     return NodeRecord.from_hello(hello, _Link(), "test")  # type: ignore[arg-type]
 
 
+def measure(record: NodeRecord, latency_ms: float) -> None:
+    stats = record.functions["f"]
+    stats.latency_ms, stats.samples = latency_ms, 5
+
+
 def options(**kwargs: object) -> client_pb2.CallOptions:
     return client_pb2.CallOptions(function="f", **kwargs)  # type: ignore[arg-type]
 
@@ -82,8 +87,8 @@ def test_cost_aware_prefers_the_cheapest() -> None:
 
 def test_latency_based_prefers_the_measured_fastest_and_tries_unmeasured() -> None:
     fast, slow, new = node("fast"), node("slow"), node("new")
-    fast.functions["f"].latency_ms = 50.0
-    slow.functions["f"].latency_ms = 150.0
+    measure(fast, 50.0)
+    measure(slow, 150.0)
     assert _pick([fast, slow, new], common_pb2.STRATEGY_LATENCY_BASED).node_id == "new"
     assert {_pick([fast, slow], common_pb2.STRATEGY_LATENCY_BASED).node_id for _ in range(4)} == {
         "fast"
@@ -102,17 +107,17 @@ def test_resource_aware_prefers_headroom() -> None:
 
 def test_round_robin_ignores_latency_and_cost() -> None:
     fast, slow = node("fast", cost=1.0), node("slow", cost=9.0)
-    fast.functions["f"].latency_ms = 10.0
-    slow.functions["f"].latency_ms = 500.0
+    measure(fast, 10.0)
+    measure(slow, 500.0)
     order = [_pick([fast, slow], common_pb2.STRATEGY_ROUND_ROBIN).node_id for _ in range(4)]
     assert order == ["fast", "slow", "fast", "slow"]
 
 
 def test_smart_adaptive_learns_from_failures() -> None:
     flaky, steady = node("flaky"), node("steady")
-    flaky.functions["f"].latency_ms = 50.0
+    measure(flaky, 50.0)
     flaky.functions["f"].completed, flaky.functions["f"].failed = 2, 18
-    steady.functions["f"].latency_ms = 60.0
+    measure(steady, 60.0)
     steady.functions["f"].completed = 20
     picks = {_pick([flaky, steady], common_pb2.STRATEGY_SMART_ADAPTIVE).node_id for _ in range(4)}
     assert picks == {"steady"}
@@ -120,14 +125,37 @@ def test_smart_adaptive_learns_from_failures() -> None:
 
 def test_smart_adaptive_weighs_load_against_latency() -> None:
     loaded, idle = node("loaded", slots=8), node("idle", slots=8)
-    loaded.functions["f"].latency_ms = 50.0
-    idle.functions["f"].latency_ms = 55.0
-    loaded.in_flight = 7  # one slot left: about twice as long a wait as idle's
+    measure(loaded, 50.0)
+    measure(idle, 50.0)
+    loaded.in_flight = 7  # one slot left: the same latency counts for less there
     assert _pick([loaded, idle], common_pb2.STRATEGY_SMART_ADAPTIVE).node_id == "idle"
     # latency_based looks at latency only.
-    loaded.functions["f"].latency_ms = 20.0
+    measure(loaded, 20.0)
     assert _pick([loaded, idle], common_pb2.STRATEGY_LATENCY_BASED).node_id == "loaded"
 
 
 def test_no_candidate_means_no_choice() -> None:
     assert choose([], common_pb2.STRATEGY_SMART_ADAPTIVE) is None
+
+
+def test_an_unmeasured_node_gets_one_probe_not_a_burst() -> None:
+    for strategy in (common_pb2.STRATEGY_LATENCY_BASED, common_pb2.STRATEGY_SMART_ADAPTIVE):
+        known, new = node("known", slots=8), node("new", slots=8)
+        measure(known, 50.0)
+        assert _pick([known, new], strategy).node_id == "new"  # untried: try it
+        new.functions["f"].in_flight = 1  # its first call is still running
+        assert {_pick([known, new], strategy).node_id for _ in range(4)} == {"known"}
+        # Once answered, its measurement decides.
+        new.functions["f"].in_flight = 0
+        new.functions["f"].record_latency(400.0)  # warm-up sample stands in
+        assert _pick([known, new], strategy).node_id == "known"
+        new.functions["f"].record_latency(20.0)  # the second replaces it
+        assert new.functions["f"].latency_ms == 20.0
+        assert _pick([known, new], strategy).node_id == "new"
+
+
+def test_nodes_all_probing_still_alternate() -> None:
+    a, b = node("a"), node("b")
+    a.functions["f"].in_flight = b.functions["f"].in_flight = 1
+    order = [_pick([a, b], common_pb2.STRATEGY_LATENCY_BASED).node_id for _ in range(4)]
+    assert order == ["a", "b", "a", "b"]

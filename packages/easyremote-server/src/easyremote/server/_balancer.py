@@ -38,6 +38,8 @@ def exclusion_reason(
         return "draining"
     if node.state == client_pb2.NODE_STATE_SUSPECT:
         return "heartbeats overdue"
+    if node.state != client_pb2.NODE_STATE_HEALTHY:
+        return "not accepting calls"
     req = options.requirements
     gpus = node.resources.gpus
     if (req.gpu_required or req.min_gpu_memory_gb > 0) and not gpus:
@@ -62,6 +64,37 @@ def exclusion_reason(
     return None
 
 
+def partition(
+    nodes: Iterable[NodeRecord],
+    function: str,
+    options: client_pb2.CallOptions,
+    pinned: bool,
+) -> tuple[list[tuple[NodeRecord, FunctionStats]], int]:
+    """Splits ``nodes`` for one call: (eligible with a free slot, eligible count).
+
+    This runs for every call over every node serving the function, so the
+    common call (no requirements, no cost limit) is checked inline; the
+    reasons for excluding a node are only worked out when a call fails.
+    """
+    # Clients send an empty requirements message rather than none at all.
+    plain = not options.HasField("cost_limit") and not options.requirements.ByteSize()
+    healthy = client_pb2.NODE_STATE_HEALTHY
+    free: list[tuple[NodeRecord, FunctionStats]] = []
+    eligible = 0
+    for node in nodes:
+        stats = node.functions.get(function)
+        if stats is None or node.state != healthy:
+            continue
+        if not (stats.load_balancing or pinned):
+            continue
+        if not plain and exclusion_reason(node, function, options, pinned) is not None:
+            continue
+        eligible += 1
+        if node.has_free_slot(stats):
+            free.append((node, stats))
+    return free, eligible
+
+
 def _headroom(node: NodeRecord, stats: FunctionStats) -> float:
     slots = 1.0 - node.in_flight / node.max_concurrency
     cpu = 1.0 - min(100.0, node.resources.cpu_percent) / 100.0
@@ -74,9 +107,21 @@ def _headroom(node: NodeRecord, stats: FunctionStats) -> float:
     return -score
 
 
+# Rank of a node that has no latency sample yet but is already running a
+# call of the function: that call will measure it, so measured nodes go
+# first; sending it more before the answer is in would bet blindly on it.
+_PROBING = 1e12
+
+
+def _observed_latency(stats: FunctionStats) -> float:
+    """The latency to rank by: 0 (untried, so try it), the probe rank, or ms."""
+    if stats.samples:
+        return stats.latency_ms
+    return _PROBING if stats.in_flight else 0.0
+
+
 def _latency(node: NodeRecord, stats: FunctionStats) -> float:
-    # Unmeasured nodes rank first so that every node gets measured.
-    return stats.latency_ms
+    return _observed_latency(stats)
 
 
 def _cost(node: NodeRecord, stats: FunctionStats) -> float:
@@ -85,11 +130,12 @@ def _cost(node: NodeRecord, stats: FunctionStats) -> float:
 
 def _smart(node: NodeRecord, stats: FunctionStats) -> float:
     # Expected time of this call there: the measured latency, stretched by how
-    # loaded the node is and by how often it failed.
-    latency = stats.latency_ms
-    if latency <= 0.0:
-        return 0.0
-    load = node.in_flight / node.max_concurrency
+    # loaded the node is and by how often it failed. The latency already holds
+    # the contention of the load it was measured under, so load weighs half.
+    latency = _observed_latency(stats)
+    if latency <= 0.0 or latency >= _PROBING:
+        return latency
+    load = 0.5 * node.in_flight / node.max_concurrency
     finished = stats.completed + stats.failed
     success = (stats.completed + 1) / (finished + 1)
     return latency * (1.0 + load) / success
@@ -110,7 +156,7 @@ _STRATEGIES: dict[int, tuple[Callable[[NodeRecord, FunctionStats], float], float
     _S.STRATEGY_RESOURCE_AWARE: (_headroom, 0.0, 0.05),
     _S.STRATEGY_LATENCY_BASED: (_latency, 0.25, 2.0),
     _S.STRATEGY_COST_AWARE: (_cost, 0.0, 1e-9),
-    _S.STRATEGY_SMART_ADAPTIVE: (_smart, 0.5, 5.0),
+    _S.STRATEGY_SMART_ADAPTIVE: (_smart, 0.3, 5.0),
 }
 
 
@@ -124,11 +170,20 @@ def choose(
     if len(candidates) == 1:
         return candidates[0]
     key, relative, absolute = _STRATEGIES.get(strategy, _STRATEGIES[_S.STRATEGY_SMART_ADAPTIVE])
-    scored = [(key(node, stats), node, stats) for node, stats in candidates]
-    best = min(score for score, _, _ in scored)
-    margin = max(absolute, abs(best) * relative)
-    tied: Iterable[tuple[float, NodeRecord, FunctionStats]] = (
-        item for item in scored if item[0] - best <= margin
-    )
-    _, node, stats = min(tied, key=lambda item: (item[2].last_dispatch, item[1].node_id))
-    return node, stats
+    scores = [key(node, stats) for node, stats in candidates]
+    best = min(scores)
+    limit = best + max(absolute, abs(best) * relative)
+    # Among the tied, the least recently used; never-used ones by id.
+    chosen = candidates[0]
+    chosen_at, chosen_id = -1, ""
+    for score, pair in zip(scores, candidates, strict=True):
+        if score > limit:
+            continue
+        used_at = pair[1].last_dispatch
+        if (
+            chosen_at < 0
+            or used_at < chosen_at
+            or (used_at == chosen_at and pair[0].node_id < chosen_id)
+        ):
+            chosen, chosen_at, chosen_id = pair, used_at, pair[0].node_id
+    return chosen

@@ -34,21 +34,25 @@ class FunctionStats:
     completed: int = 0
     failed: int = 0
     latency_ms: float = 0.0
-    # Successful calls timed so far; the first is a warm-up (thread start,
-    # imports, caches) and is not averaged in.
+    # Successful calls timed so far. The first one pays for warm-up (thread
+    # start, imports, caches): it stands in until the second replaces it,
+    # and the average starts from there.
     samples: int = 0
     # Dispatch sequence number of the last call sent here; lower = used less
     # recently. Ties between equally good nodes go to the least recent.
     last_dispatch: int = 0
 
     def record_latency(self, elapsed_ms: float) -> None:
-        if self.samples:
+        if self.samples == 1:
+            self.latency_ms = elapsed_ms
+        else:
             self.latency_ms = ewma(self.latency_ms, elapsed_ms)
         self.samples += 1
 
-    @property
-    def has_slot_limit(self) -> bool:
-        return self.spec.max_concurrency > 0
+    def __post_init__(self) -> None:
+        # Plain attributes: routing reads them for every node on every call.
+        self.slot_limit = self.spec.max_concurrency
+        self.load_balancing = self.spec.load_balancing
 
 
 @dataclass
@@ -101,7 +105,7 @@ class NodeRecord:
         """True when one more call of that function may start here now."""
         if self.in_flight >= self.max_concurrency:
             return False
-        return not stats.has_slot_limit or stats.in_flight < stats.spec.max_concurrency
+        return not stats.slot_limit or stats.in_flight < stats.slot_limit
 
     def on_heartbeat(self, heartbeat: node_pb2.Heartbeat) -> None:
         if heartbeat.HasField("resources"):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from easyremote.proto.v1 import common_pb2, node_pb2
-from easyremote.server._balancer import choose, exclusion_reason
+from easyremote.server._balancer import choose, exclusion_reason, partition
 from easyremote.server._calls import Call, error_result
 from easyremote.server._registry import FunctionStats, NodeRecord, Registry, ewma
 
@@ -207,10 +208,10 @@ class Router:
     # ---------------------------------------------------------------- routing
 
     def _route(self, call: Call) -> None:
-        eligible = self._eligible(call)
-        if eligible is None:
+        split = self._candidates(call)
+        if split is None:
             return
-        free = [(node, stats) for node, stats in eligible if node.has_free_slot(stats)]
+        free, eligible = split
         choice = choose(free, call.options.strategy or self.config.default_strategy)
         if choice is not None:
             self._dispatch(call, *choice)
@@ -220,7 +221,7 @@ class Router:
             self._fail(
                 call,
                 _R.ERROR_REASON_QUEUE_FULL,
-                f"all {len(eligible)} eligible node(s) for {call.function!r} are busy and "
+                f"all {eligible} eligible node(s) for {call.function!r} are busy and "
                 f"{len(queue)} calls are already waiting "
                 f"(gateway max_queue={self.config.max_queue})",
             )
@@ -228,8 +229,12 @@ class Router:
         call.queued = True
         queue.append(call)
 
-    def _eligible(self, call: Call) -> list[tuple[NodeRecord, FunctionStats]] | None:
-        """Nodes that may ever take ``call``; fails the call if there are none."""
+    def _candidates(self, call: Call) -> tuple[list[tuple[NodeRecord, FunctionStats]], int] | None:
+        """(eligible nodes with a free slot, eligible count) for ``call``.
+
+        Fails the call, naming every node and why it was excluded, when no
+        node could ever take it; returns None then.
+        """
         function = call.function
         pinned = call.options.node_id
         if pinned:
@@ -239,32 +244,22 @@ class Router:
                     call, _R.ERROR_REASON_NODE_NOT_FOUND, f"node {pinned!r} is not connected"
                 )
                 return None
-            candidates = [node]
+            candidates: Iterable[NodeRecord] = (node,)
         else:
-            candidates = list(self.registry.serving(function))
-            if not candidates:
-                self._fail(
-                    call,
-                    _R.ERROR_REASON_NO_AVAILABLE_NODES,
-                    f"no connected node serves {function!r}",
-                )
-                return None
-        eligible: list[tuple[NodeRecord, FunctionStats]] = []
-        reasons: list[str] = []
-        for node in candidates:
-            why = exclusion_reason(node, function, call.options, pinned=bool(pinned))
-            if why is None:
-                eligible.append((node, node.functions[function]))
-            else:
-                reasons.append(f"{node.node_id}: {why}")
-        if not eligible:
-            self._fail(
-                call,
-                _R.ERROR_REASON_NO_AVAILABLE_NODES,
-                f"no eligible node for {function!r} ({'; '.join(sorted(reasons))})",
-            )
-            return None
-        return eligible
+            candidates = self.registry.serving(function)
+        free, eligible = partition(candidates, function, call.options, bool(pinned))
+        if eligible:
+            return free, eligible
+        reasons = [
+            f"{node.node_id}: {exclusion_reason(node, function, call.options, bool(pinned))}"
+            for node in candidates
+        ]
+        if not reasons:
+            message = f"no connected node serves {function!r}"
+        else:
+            message = f"no eligible node for {function!r} ({'; '.join(sorted(reasons))})"
+        self._fail(call, _R.ERROR_REASON_NO_AVAILABLE_NODES, message)
+        return None
 
     def _dispatch(self, call: Call, node: NodeRecord, stats: FunctionStats) -> None:
         self._dispatch_seq += 1
@@ -316,10 +311,10 @@ class Router:
             call = queue.popleft()
             if call.finished:
                 continue
-            eligible = self._eligible(call)
-            if eligible is None:
+            split = self._candidates(call)
+            if split is None:
                 continue
-            free = [(n, s) for n, s in eligible if n.has_free_slot(s)]
+            free, _ = split
             choice = choose(free, call.options.strategy or self.config.default_strategy)
             if choice is None:
                 kept.append(call)
@@ -343,7 +338,7 @@ class Router:
             return
         for call in list(queue):
             if not call.finished:
-                self._eligible(call)
+                self._candidates(call)
         self._pump(function)
 
     def _reroute(self, call: Call, why: str) -> None:
