@@ -173,9 +173,8 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: EasyRemote vs a raw grpc.aio relay, then load balancing.
 
-    ``-- ARGS`` go to benchmarks/run.py (see its --help); ``-- --only`` with
-    none of w1..w4 skips it. ``--balancing-only`` runs just the balancing
-    benchmarks (benchmarks/balancing.py, ``--quick`` passed on).
+    ``-- ARGS`` go to benchmarks/run.py (see its --help); ``--quick`` also
+    reaches benchmarks/balancing.py. ``-- --balancing-only`` skips run.py.
     """
     _install_packages(session)
     args = list(session.posargs)
