@@ -163,6 +163,11 @@ class Router:
             # An item counts once complete: a partial one is discarded by the
             # client, and a stream that delivered nothing may still be re-run.
             call.items_delivered += 1
+        if not result.more and kind != _K.RESULT_KIND_ITEM:
+            # Free the slot first: a queued call is then sent to the node
+            # before this result goes to its caller, so the node idles for
+            # one write less.
+            self._release(node, call, success=kind != _K.RESULT_KIND_ERROR)
         call.sink.send_result(result)
         if result.more:
             call.open_kind = kind
