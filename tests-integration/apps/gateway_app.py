@@ -1,14 +1,29 @@
-"""A gateway process for tests: prints LISTENING <address>, stops on SIGTERM."""
+"""A gateway process for tests: prints LISTENING <address>, stops on SIGTERM.
+
+Usage: ``gateway_app.py [--port P] [--heartbeat S] [--node-timeout S]``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
 
 from easyremote.server import Server
 
-server = Server(port=0, host="127.0.0.1", heartbeat_interval=0.5, node_timeout=10.0)
+parser = argparse.ArgumentParser()
+parser.add_argument("--port", type=int, default=0)
+parser.add_argument("--heartbeat", type=float, default=0.5)
+parser.add_argument("--node-timeout", type=float, default=10.0)
+args = parser.parse_args()
+
+server = Server(
+    port=args.port,
+    host="127.0.0.1",
+    heartbeat_interval=args.heartbeat,
+    node_timeout=args.node_timeout,
+)
 server.start_background()
 print(f"LISTENING {server.address}", flush=True)
 stop = threading.Event()

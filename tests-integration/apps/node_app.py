@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from easyremote.node import ComputeNode
+from easyremote.node import ComputeNode, current_call
 
 gateway, node_id = sys.argv[1], sys.argv[2]
 slots = int(sys.argv[3]) if len(sys.argv) > 3 else 8
@@ -81,6 +81,84 @@ def nap(seconds: float) -> str:
 @node.register
 def unpicklable_result() -> object:
     return threading.Lock()
+
+
+def _mark(path: str, text: str) -> None:
+    # Written whole then renamed: the test polls for the file's existence.
+    Path(path + ".tmp").write_text(text)
+    os.replace(path + ".tmp", path)
+
+
+@node.register
+def nap_where(seconds: float, started: str = "") -> tuple[str, int]:
+    """Sleeps, then says which node ran it and on which attempt."""
+    context = current_call()
+    if started:
+        _mark(started, node_id)
+    time.sleep(seconds)
+    return node_id, context.attempt if context else 0
+
+
+@node.register(idempotent=False)
+def nap_once(seconds: float, started: str = "") -> str:
+    if started:
+        _mark(started, node_id)
+    time.sleep(seconds)
+    return node_id
+
+
+@node.register
+async def async_wait(seconds: float, marker: str) -> str:
+    """Waits; writes 'cancelled' to ``marker`` if cancelled, 'done' otherwise."""
+    _mark(marker + ".started", node_id)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        _mark(marker, "cancelled")
+        raise
+    _mark(marker, "done")
+    return node_id
+
+
+@node.register
+def cooperative(seconds: float, marker: str) -> str:
+    """Polls the cancellation flag; writes how it ended to ``marker``."""
+    context = current_call()
+    assert context is not None
+    _mark(marker + ".started", node_id)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if context.cancelled:
+            _mark(marker, "cancelled")
+            return "stopped early"
+        time.sleep(0.01)
+    _mark(marker, "done")
+    return "finished"
+
+
+@node.register
+def spin(seconds: float) -> int:
+    """Pure-Python busy loop holding the GIL as much as Python lets it."""
+    deadline = time.monotonic() + seconds
+    loops = 0
+    while time.monotonic() < deadline:
+        loops += 1
+    return loops
+
+
+@node.register
+def items_then_nap(count: int, seconds: float):  # type: ignore[no-untyped-def]
+    yield from range(count)
+    time.sleep(seconds)
+    yield "late"
+
+
+@node.register
+def fail_counted(counter: str) -> None:
+    """Appends a line to ``counter`` per run, then raises."""
+    with open(counter, "a") as out:
+        out.write(f"{node_id}\n")
+    raise RuntimeError("user error: never retried")
 
 
 node.serve(blocking=False)
