@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _procs import Cluster, Proc, wait_until
+from _procs import APPS, Cluster, Proc, wait_until
 
 from easyremote import (
     AsyncClient,
@@ -28,6 +29,7 @@ from easyremote import (
     NodeLostError,
     RemoteExecutionError,
     StreamInterruptedError,
+    remote,
 )
 
 HEARTBEAT_S = 0.5
@@ -223,14 +225,27 @@ def test_gateway_stop_ends_in_flight_calls_with_a_clear_error(cluster: Cluster) 
 # ---------------------------------------------------------- deadlines, cancel
 
 
-def test_deadline_reaches_the_node_and_frees_the_slot(cluster: Cluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["client default", "call_with_config", "@remote"])
+def test_deadline_reaches_the_node_and_frees_the_slot(
+    cluster: Cluster, tmp_path: Path, source: str
+) -> None:
     cluster.start_node("node-a", "1")
     cluster.wait_for_nodes(["node-a"])
     marker = tmp_path / "coop"
-    with Client(cluster.address, timeout=0.5) as client:
+
+    @remote(gateway=cluster.address, timeout=0.5)
+    def cooperative(seconds: float, marker: str) -> str:
+        raise AssertionError("runs remotely")
+
+    with Client(cluster.address, timeout=0.5 if source == "client default" else None) as client:
         started = time.monotonic()
         with pytest.raises(CallTimeoutError) as caught:
-            client.call("cooperative", 20.0, str(marker))
+            if source == "client default":
+                client.call("cooperative", 20.0, str(marker))
+            elif source == "call_with_config":
+                client.call_with_config("cooperative", {"timeout": 0.5}, 20.0, str(marker))
+            else:
+                cooperative(20.0, str(marker))
         assert isinstance(caught.value, TimeoutError)
         assert time.monotonic() - started < 0.5 + 0.5
         # The node saw the deadline: its function stopped early.
@@ -271,3 +286,20 @@ def test_closing_a_stream_iterator_cancels_the_call_for_good(cluster: Cluster) -
         # The node's only slot is free at once: the generator was closed.
         wait_until(lambda: client.get_node_status("node-a").in_flight == 0, 5, "slot freed")
         assert client.call("whoami") == "node-a"
+
+
+def test_ctrl_c_in_a_sync_call_cancels_it_on_the_node(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_node("node-a")
+    cluster.wait_for_nodes(["node-a"])
+    marker = tmp_path / "coop"
+    caller = Proc(
+        [sys.executable, str(APPS / "interrupted_caller.py"), cluster.address, str(marker)],
+        "caller",
+    )
+    cluster.procs.append(caller)
+    wait_until(Path(str(marker) + ".started").exists, 15, "the call to start")
+    caller.signal(signal.SIGINT)
+    caller.expect("INTERRUPTED", timeout=10)
+    assert caller.popen.wait(10) == 0
+    # The node's function saw the cancellation and stopped early.
+    assert _started_on(marker) == "cancelled"
