@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -19,7 +20,8 @@ from typing import Any, TypeVar, overload
 import grpc
 from grpc import aio
 
-from easyremote.node._functions import RegisteredFunction, kind_of
+from easyremote.node._functions import FunctionKind, RegisteredFunction, kind_of
+from easyremote.node._isolation import ProcessPool
 from easyremote.node._resources import ResourceProbe, SystemProbe
 from easyremote.node._serialization import local_versions
 from easyremote.node._session import NodeSession
@@ -80,6 +82,13 @@ class ComputeNode:
             gateway to confirm registration.
         reconnect: Reconnect after the gateway goes away (default: forever).
         probe: Where resources come from (default: psutil + NVML).
+        isolation: ``"thread"`` (default): sync functions run on worker
+            threads of this process. ``"process"``: sync functions and sync
+            generators run in child processes, which are killed at the call's
+            deadline or on cancel (and replaced), and whose GIL-bound code
+            cannot hold up this process's heartbeats. Functions must then be
+            picklable by cloudpickle; ``async def`` functions still run on the
+            node's event loop. POSIX only.
     """
 
     def __init__(
@@ -94,9 +103,15 @@ class ComputeNode:
         connection_timeout: float = 10.0,
         reconnect: bool = True,
         probe: ResourceProbe | None = None,
+        isolation: str = "thread",
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if isolation not in ("thread", "process"):
+            raise ValueError(f"isolation must be 'thread' or 'process', not {isolation!r}")
+        if isolation == "process" and os.name != "posix":
+            raise ValueError("isolation='process' needs a POSIX system")
+        self.isolation = isolation
         self.gateway_address = gateway_address
         self.node_id = node_id or _default_node_id()
         self.max_concurrency = max_concurrency or max(4, os.cpu_count() or 1)
@@ -107,6 +122,9 @@ class ComputeNode:
         self.reconnect = reconnect
         self._probe = probe
         self._functions: dict[str, RegisteredFunction] = {}
+        # What the sessions run: the functions, bound to the child processes
+        # when isolated. Set up when serving starts.
+        self._serving: dict[str, RegisteredFunction] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._drain_timeout: float | None = None
@@ -286,8 +304,18 @@ class ComputeNode:
         # Workers beyond the slots: a cancelled or timed-out sync call keeps
         # its thread until the function returns.
         pool = WorkerPool(self.max_concurrency + 4, f"easyremote-{self.node_id}")
+        children: ProcessPool | None = None
         failures = 0
         try:
+            try:
+                # Off the loop: binding may wait for the first child process.
+                children = await asyncio.get_running_loop().run_in_executor(
+                    None, self._bind_functions
+                )
+            except NodeError as exc:
+                self._fatal = exc
+                logger.error("%s", exc)
+                return
             while not self._stop_event.is_set():
                 was_registered = self._registered.is_set()
                 try:
@@ -319,9 +347,35 @@ class ComputeNode:
                     await asyncio.wait_for(self._stop_event.wait(), delay)
         finally:
             pool.shutdown()
+            if children is not None:
+                children.shutdown()
             self._loop = None
             self._stop_event = None
             self._finished.set()
+
+    def _bind_functions(self) -> ProcessPool | None:
+        """Sets up what sessions run; with process isolation, the child pool."""
+        if self.isolation != "process":
+            self._serving = dict(self._functions)
+            return None
+        children = ProcessPool(self.max_concurrency)
+        serving = {}
+        for name, registered in self._functions.items():
+            function = registered
+            if function.kind in (FunctionKind.SYNC, FunctionKind.SYNC_GENERATOR):
+                try:
+                    children.prepare(name, function.func)
+                except Exception as exc:
+                    children.shutdown()
+                    raise NodeError(
+                        f"cannot run {name!r} in a child process (isolation='process'): "
+                        f"cloudpickle failed: {exc!r}"
+                    ) from exc
+                function = dataclasses.replace(function, isolated=children)
+            serving[name] = function
+        self._serving = serving
+        children.warm()
+        return children
 
     def _hello(self, probe: ResourceProbe) -> node_pb2.NodeFrame:
         frame = node_pb2.NodeFrame()
@@ -344,7 +398,7 @@ class ComputeNode:
         async with aio.insecure_channel(self.gateway_address, options=channel_options()) as channel:
             stream = node_pb2_grpc.NodeServiceStub(channel).Connect(None)
             session = NodeSession(
-                stream, self._functions, pool, probe, self.max_concurrency, self.heartbeat_interval
+                stream, self._serving, pool, probe, self.max_concurrency, self.heartbeat_interval
             )
             session.outbox.put(hello)
             session.start()

@@ -10,14 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from easyremote.node._context import CallContext, reset_current, set_current
 from easyremote.node._functions import FunctionKind, RegisteredFunction
-from easyremote.node._serialization import (
-    INLINE_PICKLE_BYTES,
-    describe_versions,
-    dumps,
-    exception_error,
-    loads,
-    pickled_exception,
-)
+from easyremote.node._isolation import IsolatedGenerator
+from easyremote.node._outcomes import CallFailed as _CallFailed
+from easyremote.node._outcomes import dump_value, load_arguments
+from easyremote.node._outcomes import failure as _failure
+from easyremote.node._outcomes import user_failure as _user_failure
+from easyremote.node._serialization import INLINE_PICKLE_BYTES
 from easyremote.node._workers import WorkerPool
 from easyremote.proto.framing import INLINE_PAYLOAD_BYTES, iter_chunks
 from easyremote.proto.v1 import common_pb2, node_pb2
@@ -28,23 +26,6 @@ if TYPE_CHECKING:
 _R = common_pb2.ErrorReason
 _K = common_pb2.ResultKind
 _DONE = object()
-
-
-class _CallFailed(Exception):
-    """Ends an execution with a given error frame."""
-
-    def __init__(self, error: common_pb2.Error, data: bytes = b"") -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.data = data
-
-
-def _user_failure(exc: BaseException) -> _CallFailed:
-    return _CallFailed(exception_error(exc), pickled_exception(exc))
-
-
-def _failure(reason: int, message: str) -> _CallFailed:
-    return _CallFailed(common_pb2.Error(reason=reason, message=message))  # type: ignore[arg-type]
 
 
 class Execution:
@@ -274,6 +255,9 @@ class Execution:
 
     # Sync functions run loads -> call -> dumps in one worker-thread hop.
     def _run_sync(self, payload: bytes) -> bytes:
+        isolated = self.function.isolated
+        if isolated is not None:
+            return isolated.call(self.function.name, payload, self.caller_versions, self.context)
         args, kwargs = self._loads_sync(payload)
         token = set_current(self.context)
         try:
@@ -287,7 +271,9 @@ class Execution:
         return self._dumps_sync(value)
 
     async def _stream_sync(self, payload: bytes) -> None:
-        gen: Generator[Any, None, None] = await self._pool.run(self._start_generator, payload)
+        gen: Generator[Any, None, None] | IsolatedGenerator = await self._pool.run(
+            self._start_generator, payload
+        )
         finished = False
         try:
             while True:
@@ -304,7 +290,12 @@ class Execution:
                 self._pool.submit(lambda: self._close_generator(gen))
         self._send_end()
 
-    def _start_generator(self, payload: bytes) -> Generator[Any, None, None]:
+    def _start_generator(self, payload: bytes) -> Generator[Any, None, None] | IsolatedGenerator:
+        isolated = self.function.isolated
+        if isolated is not None:
+            return isolated.start_generator(
+                self.function.name, payload, self.caller_versions, self.context
+            )
         args, kwargs = self._loads_sync(payload)
         try:
             gen: Generator[Any, None, None] = self.function.func(*args, **kwargs)
@@ -314,7 +305,11 @@ class Execution:
             raise _user_failure(exc) from exc
         return gen
 
-    def _next_item(self, gen: Generator[Any, None, None]) -> object:
+    def _next_item(self, gen: Generator[Any, None, None] | IsolatedGenerator) -> object:
+        if isinstance(gen, IsolatedGenerator):
+            with self._gen_lock:
+                data = gen.next_item()
+            return _DONE if data is None else data
         with self._gen_lock:
             token = set_current(self.context)
             try:
@@ -329,7 +324,7 @@ class Execution:
                 reset_current(token)
         return self._dumps_sync(item)
 
-    def _close_generator(self, gen: Generator[Any, None, None]) -> None:
+    def _close_generator(self, gen: Generator[Any, None, None] | IsolatedGenerator) -> None:
         with self._gen_lock:
             try:
                 gen.close()
@@ -376,24 +371,10 @@ class Execution:
     # ------------------------------------------------------------- (un)pickling
 
     def _loads_sync(self, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        try:
-            args, kwargs = loads(payload)
-        except Exception as exc:
-            raise _failure(
-                _R.ERROR_REASON_SERIALIZATION,
-                f"could not unpickle the arguments of {self.function.name!r}: {exc!r} "
-                f"({describe_versions(self.caller_versions)})",
-            ) from exc
-        return tuple(args), dict(kwargs)
+        return load_arguments(payload, self.function.name, self.caller_versions)
 
     def _dumps_sync(self, value: object) -> bytes:
-        try:
-            return dumps(value)
-        except Exception as exc:
-            raise _failure(
-                _R.ERROR_REASON_SERIALIZATION,
-                f"could not pickle the result of {self.function.name!r}: {exc!r}",
-            ) from exc
+        return dump_value(value, self.function.name)
 
     async def _loads(self, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if len(payload) <= INLINE_PICKLE_BYTES:

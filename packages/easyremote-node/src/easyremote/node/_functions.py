@@ -6,9 +6,12 @@ import enum
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from easyremote.proto.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from easyremote.node._isolation import ProcessPool
 
 
 class FunctionKind(enum.Enum):
@@ -50,6 +53,8 @@ class RegisteredFunction:
             (None: only the node's limit applies).
         idempotent: False: never re-run after this node was lost mid-call.
         timeout: Default deadline in seconds for calls that set none.
+        isolated: The child processes that run it (``isolation="process"``,
+            sync functions and sync generators only), set while serving.
     """
 
     name: str
@@ -59,6 +64,7 @@ class RegisteredFunction:
     max_concurrency: int | None = None
     idempotent: bool = True
     timeout: float | None = None
+    isolated: ProcessPool | None = None
 
     def to_spec(self) -> common_pb2.FunctionSpec:
         return common_pb2.FunctionSpec(
