@@ -9,6 +9,7 @@ settings (suspect after 3 intervals, dropped after ``node_timeout``).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -156,10 +157,7 @@ def test_a_busy_pure_python_function_does_not_get_its_node_suspected(
     with Client(cluster.address) as client, ThreadPoolExecutor(1) as pool:
         # Eight heartbeat intervals, over twice the suspicion threshold.
         future = pool.submit(client.call, "spin", 8 * HEARTBEAT_S)
-        states = set()
-        while not future.done():
-            states.add(_state(client, "node-a"))
-            time.sleep(HEARTBEAT_S / 5)
+        states = _watch_states(client, "node-a", future)
         assert future.result(timeout=10) > 0
     assert states <= {"healthy"}, states
 
@@ -303,3 +301,83 @@ def test_ctrl_c_in_a_sync_call_cancels_it_on_the_node(cluster: Cluster, tmp_path
     assert caller.popen.wait(10) == 0
     # The node's function saw the cancellation and stopped early.
     assert _started_on(marker) == "cancelled"
+
+
+# --------------------------------------------------------- process isolation
+
+
+def _watch_states(client: Client, node_id: str, future: Future[Any]) -> set[str | None]:
+    states = set()
+    while not future.done():
+        states.add(_state(client, node_id))
+        time.sleep(HEARTBEAT_S / 5)
+    return states
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_gil_bound_code_starves_heartbeats_only_without_process_isolation(
+    cluster: Cluster, isolation: str
+) -> None:
+    cluster.start_node("node-a", "2", isolation)
+    cluster.wait_for_nodes(["node-a"])
+    with Client(cluster.address) as client, ThreadPoolExecutor(1) as pool:
+        # Five heartbeat intervals with the GIL held: past the suspicion mark.
+        future = pool.submit(client.call, "gil_hog", 5 * HEARTBEAT_S)
+        states = _watch_states(client, "node-a", future)
+        assert future.result(timeout=15) == "released"
+    if isolation == "process":
+        assert states <= {"healthy"}, states
+    else:
+        assert "suspect" in states, states  # the hazard isolation removes
+
+
+def test_isolated_runaway_function_is_killed_at_its_deadline_and_replaced(
+    cluster: Cluster,
+) -> None:
+    cluster.start_node("node-a", "1", "process")
+    cluster.wait_for_nodes(["node-a"])
+    with Client(cluster.address) as client:
+        child = client.call("pid")
+        started = time.monotonic()
+        with pytest.raises(CallTimeoutError):
+            client.call_with_config("spin", {"timeout": 0.5}, 3600.0)
+        assert time.monotonic() - started < 1.0
+        # The only slot is free again, served by a fresh child process.
+        replacement = client.call("pid")
+        assert replacement != child
+        wait_until(lambda: not _alive(child), 5, "the runaway child to be gone")
+        assert client.call("inc", 1) == (2, "node-a")
+        assert list(client.call_stream("count_to", 3)) == [0, 1, 2]
+        with pytest.raises(RemoteExecutionError, match="isolated boom"):
+            client.call("fail", "isolated boom")
+
+
+def test_cancelling_an_isolated_call_kills_its_child(cluster: Cluster) -> None:
+    cluster.start_node("node-a", "1", "process")
+    cluster.wait_for_nodes(["node-a"])
+
+    async def scenario() -> int:
+        async with AsyncClient(cluster.address) as client:
+            child: int = await client.call("pid")
+            task = asyncio.ensure_future(client.call("spin", 3600.0))
+            deadline = time.monotonic() + 10
+            while not (await client.get_node_status("node-a")).in_flight:
+                assert time.monotonic() < deadline, "call never started"
+                await asyncio.sleep(0.02)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return child
+
+    child = asyncio.run(scenario())
+    wait_until(lambda: not _alive(child), 5, "the cancelled call's child to be gone")
+    with Client(cluster.address) as client:
+        assert client.call("pid") != child
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""A node process for tests: `node_app.py GATEWAY NODE_ID [max_concurrency]`."""
+"""A node process for tests: `node_app.py GATEWAY NODE_ID [max_concurrency [isolation]]`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from easyremote.node import ComputeNode, current_call
 
 gateway, node_id = sys.argv[1], sys.argv[2]
 slots = int(sys.argv[3]) if len(sys.argv) > 3 else 8
-node = ComputeNode(gateway, node_id, max_concurrency=slots, heartbeat_interval=0.5)
+isolation = sys.argv[4] if len(sys.argv) > 4 else "thread"
+node = ComputeNode(
+    gateway, node_id, max_concurrency=slots, heartbeat_interval=0.5, isolation=isolation
+)
 
 
 @node.register
@@ -144,6 +147,15 @@ def spin(seconds: float) -> int:
     while time.monotonic() < deadline:
         loops += 1
     return loops
+
+
+@node.register
+def gil_hog(seconds: float) -> str:
+    """Holds the GIL without a break: one C call through ctypes.PyDLL."""
+    import ctypes
+
+    ctypes.PyDLL(None).usleep(int(seconds * 1_000_000))
+    return "released"
 
 
 @node.register

@@ -23,6 +23,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Generator
 from multiprocessing.connection import Connection
@@ -41,6 +42,8 @@ from easyremote.node._outcomes import (
 from easyremote.proto.v1 import common_pb2
 
 Reply = tuple[Any, ...]
+# How often a child checks that its node is still there.
+_ORPHAN_CHECK_S = 1.0
 _R = common_pb2.ErrorReason
 
 
@@ -123,11 +126,21 @@ class _Worker:
         return ("closed",)
 
 
+def _exit_with_parent(parent: int) -> None:
+    # An idle child sees the node go (its socket closes); a busy one would
+    # run its call to the end for nobody, so it watches for being orphaned.
+    while True:
+        time.sleep(_ORPHAN_CHECK_S)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def main(fd: int) -> None:
     """Serves requests on ``fd`` until the node closes it."""
     # Ctrl-C in the node's terminal reaches the whole process group; the node
     # decides when its children stop (it kills them), not the keyboard.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     conn = Connection(fd)
     conn.send_bytes(pickle.dumps(("ready",)))
     worker = _Worker()
