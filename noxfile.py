@@ -171,10 +171,11 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: EasyRemote vs a raw grpc.aio relay, then load balancing.
+    """Benchmarks: EasyRemote vs a raw grpc.aio relay, load balancing, failover (W5).
 
     ``-- ARGS`` go to benchmarks/run.py (see its --help); ``--quick`` also
-    reaches benchmarks/balancing.py. ``-- --balancing-only`` skips run.py.
+    reaches benchmarks/balancing.py and failover.py. ``-- --balancing-only``
+    skips run.py.
     """
     _install_packages(session)
     args = list(session.posargs)
@@ -182,8 +183,9 @@ def bench(session: nox.Session) -> None:
         args.remove("--balancing-only")
     else:
         session.run("python", "benchmarks/run.py", *args)
-    quick = ["--quick"] if "--quick" in args else []
-    session.run("python", "benchmarks/balancing.py", *quick)
+    quick = "--quick" in args
+    session.run("python", "benchmarks/balancing.py", *(["--quick"] if quick else []))
+    session.run("python", "benchmarks/failover.py", "--runs", "1" if quick else "3")
 
 
 def _install_check(session: nox.Session) -> None:
