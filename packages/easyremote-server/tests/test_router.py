@@ -173,3 +173,31 @@ def test_no_eligible_node_names_every_node_and_reason() -> None:
         assert "a: no GPU; b: no GPU" in error.message
 
     run(scenario)
+
+
+def test_exactly_one_outcome_reaches_the_caller() -> None:
+    def scenario(registry: Registry, router: Router, sink: Sink) -> None:
+        a, link_a = add_node(registry, router, "a", slots=1)
+        b, _ = add_node(registry, router, "b", slots=1)
+        start(router, sink, 1, node_id="a")
+        dispatch = link_a.executes()[-1].call_id
+        # From a node the call was not sent to: dropped.
+        router.node_result(b, value(b, dispatch, b"impostor"))
+        assert sink.results == []
+        router.node_result(a, value(a, dispatch, b"first"))
+        # A duplicate of the outcome: dropped.
+        router.node_result(a, value(a, dispatch, b"again"))
+        assert [r.data for r in sink.results] == [b"first"]
+        assert router.stats.dropped_results == 2
+
+        # After a cancel, the node's answer is dropped but frees the slot.
+        call = start(router, sink, 2, node_id="a")
+        dispatch = link_a.executes()[-1].call_id
+        router.cancel(call)
+        assert a.in_flight == 1  # held until the node answers
+        router.node_result(a, value(a, dispatch, b"too late"))
+        assert [r.data for r in sink.results] == [b"first"]
+        assert router.stats.dropped_results == 3
+        assert a.in_flight == 0
+
+    run(scenario)

@@ -146,7 +146,9 @@ class Router:
                 self._reroute(call, f"{node.node_id} refused: {result.error.message}")
             return
         if call.finished:
-            # The caller gave up; wait for the node's last frame to free the slot.
+            # The caller gave up: the frame is dropped (and counted); the
+            # node's last frame for the call frees the slot.
+            self.stats.dropped_results += 1
             if result.more:
                 call.open_kind = kind
             elif kind != _K.RESULT_KIND_ITEM:
