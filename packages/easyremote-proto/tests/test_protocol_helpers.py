@@ -121,3 +121,19 @@ def test_outbox_limits_envelope_bytes_and_blocks_bulk_producers() -> None:
     sizes, was_blocked = asyncio.run(scenario())
     assert sizes == [10, 10, 10, 10, 10]
     assert was_blocked
+
+
+def test_keepalive_settings_agree_between_peers_and_gateway() -> None:
+    from easyremote.proto.transport import channel_options, server_options
+
+    client, server = dict(channel_options()), dict(server_options())
+    # Peers must never ping more often than the gateway tolerates, or it
+    # answers with a too_many_pings GOAWAY and drops the connection.
+    assert int(client["grpc.keepalive_time_ms"]) >= int(
+        server["grpc.http2.min_ping_interval_without_data_ms"]
+    )
+    assert client["grpc.keepalive_permit_without_calls"] == 1
+    assert server["grpc.keepalive_permit_without_calls"] == 1
+    # Idle streams (a node waiting for work) may ping without data frames.
+    assert client["grpc.http2.max_pings_without_data"] == 0
+    assert server["grpc.http2.max_pings_without_data"] == 0
