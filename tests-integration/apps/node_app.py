@@ -149,6 +149,23 @@ def spin(seconds: float) -> int:
     return loops
 
 
+class _Canary:
+    """Unpickling this runs code: it appends the unpickling process's pid to a file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        code = f"import os; open({self.path!r}, 'a').write(str(os.getpid()) + chr(10))"
+        return (exec, (code,))
+
+
+@node.register
+def canary_result(path: str) -> object:
+    """A result that runs code wherever it is unpickled (only the caller should)."""
+    return _Canary(path)
+
+
 @node.register
 def gil_hog(seconds: float) -> str:
     """Holds the GIL without a break: one C call through ctypes.PyDLL."""

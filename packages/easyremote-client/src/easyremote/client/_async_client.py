@@ -19,6 +19,7 @@ from easyremote.client._serialization import (
 )
 from easyremote.client._status import NodeStatus
 from easyremote.client._stream import StreamReceiver
+from easyremote.proto.tls import resolve_tls
 from easyremote.proto.v1 import client_pb2
 
 DEFAULT_GATEWAY = "localhost:8080"
@@ -81,6 +82,15 @@ class AsyncClient:
         retry_attempts: Extra attempts to reach the gateway when connecting fails.
         connection_timeout: Seconds to wait for the gateway to answer.
         timeout: Default deadline in seconds for every call (None: none).
+        token: Client token (default: ``EASYREMOTE_TOKEN``, else, for a
+            loopback gateway, the local token file the gateway wrote).
+        tls_ca_file: PEM CA bundle to verify the gateway's certificate with
+            (default: ``EASYREMOTE_TLS_CA``).
+        tls_fingerprint: SHA-256 fingerprint of the gateway's certificate to
+            pin (default: ``EASYREMOTE_TLS_FINGERPRINT``); checked before
+            anything, the token included, is sent.
+        allow_insecure: Send the token without TLS to a non-loopback gateway
+            (trusted networks only); refused otherwise.
     """
 
     def __init__(
@@ -90,11 +100,20 @@ class AsyncClient:
         retry_attempts: int = 3,
         connection_timeout: float = 10.0,
         timeout: float | None = None,
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_fingerprint: str | None = None,
+        allow_insecure: bool = False,
     ) -> None:
         self.address = address or default_address()
         self.timeout = timeout
         self._connection = Connection(
-            self.address, retry_attempts=retry_attempts, connection_timeout=connection_timeout
+            self.address,
+            retry_attempts=retry_attempts,
+            connection_timeout=connection_timeout,
+            token=token,
+            tls=resolve_tls(tls_ca_file, tls_fingerprint),
+            allow_insecure=allow_insecure,
         )
         self._versions = local_versions()
         # call(name) builds the same options every time; they are only read.
@@ -210,7 +229,9 @@ class AsyncClient:
     async def list_nodes(self, function: str | None = None) -> list[NodeStatus]:
         """Every connected node (or those serving ``function``) with live status."""
         request = client_pb2.ListNodesRequest(function=function or "")
-        reply = await self._connection.unary(lambda stub: stub.ListNodes(request))
+        reply = await self._connection.unary(
+            lambda stub, metadata: stub.ListNodes(request, metadata=metadata)
+        )
         return [NodeStatus.from_proto(node) for node in reply.nodes]
 
     async def get_node_status(self, node_id: str) -> NodeStatus:
@@ -220,7 +241,9 @@ class AsyncClient:
             NodeNotFoundError: No node with that id is connected.
         """
         request = client_pb2.GetNodeStatusRequest(node_id=node_id)
-        reply = await self._connection.unary(lambda stub: stub.GetNodeStatus(request))
+        reply = await self._connection.unary(
+            lambda stub, metadata: stub.GetNodeStatus(request, metadata=metadata)
+        )
         return NodeStatus.from_proto(reply)
 
     # -------------------------------------------------------------- lifecycle

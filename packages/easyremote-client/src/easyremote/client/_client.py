@@ -128,6 +128,15 @@ class Client:
         retry_attempts: Extra attempts to reach the gateway when connecting fails.
         connection_timeout: Seconds to wait for the gateway to answer.
         timeout: Default deadline in seconds for every call (None: none).
+        token: Client token (default: ``EASYREMOTE_TOKEN``, else, for a
+            loopback gateway, the local token file the gateway wrote).
+        tls_ca_file: PEM CA bundle to verify the gateway's certificate with
+            (default: ``EASYREMOTE_TLS_CA``).
+        tls_fingerprint: SHA-256 fingerprint of the gateway's certificate to
+            pin (default: ``EASYREMOTE_TLS_FINGERPRINT``); checked before
+            anything, the token included, is sent.
+        allow_insecure: Send the token without TLS to a non-loopback gateway
+            (trusted networks only); refused otherwise.
     """
 
     def __init__(
@@ -137,6 +146,10 @@ class Client:
         retry_attempts: int = 3,
         connection_timeout: float = 10.0,
         timeout: float | None = None,
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_fingerprint: str | None = None,
+        allow_insecure: bool = False,
     ) -> None:
         self.address = address or default_address()
         self.retry_attempts = retry_attempts
@@ -151,6 +164,10 @@ class Client:
                 retry_attempts=retry_attempts,
                 connection_timeout=connection_timeout,
                 timeout=timeout,
+                token=token,
+                tls_ca_file=tls_ca_file,
+                tls_fingerprint=tls_fingerprint,
+                allow_insecure=allow_insecure,
             )
 
         self._async = run_sync(make())

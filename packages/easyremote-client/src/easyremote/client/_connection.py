@@ -20,6 +20,7 @@ import grpc
 from grpc import aio
 
 from easyremote.client._errors import (
+    AuthenticationError,
     CallCancelledError,
     EasyRemoteError,
     GatewayUnavailableError,
@@ -29,15 +30,23 @@ from easyremote.client._errors import (
 )
 from easyremote.client._serialization import local_versions
 from easyremote.proto import Outbox, OutboxClosedError, channel_options
+from easyremote.proto.credentials import (
+    ROLE_CLIENT,
+    CredentialsError,
+    auth_metadata,
+    resolve_token,
+)
 from easyremote.proto.framing import iter_chunks
 from easyremote.proto.memory import tune_allocator
 from easyremote.proto.outbox import frames_packer
+from easyremote.proto.tls import TlsSettings, open_channel, refuse_plaintext_token
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
 
 logger = logging.getLogger("easyremote.client")
 
 _K = common_pb2.ResultKind
 T = TypeVar("T")
+Metadata = tuple[tuple[str, str], ...]
 
 # Stream items the node may send ahead of the reader; credit is topped up
 # when half of it has been consumed.
@@ -310,24 +319,56 @@ class Session:
 class Connection:
     """A client's channel to the gateway plus its current session."""
 
-    def __init__(self, address: str, *, retry_attempts: int, connection_timeout: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        retry_attempts: int,
+        connection_timeout: float,
+        token: str | None = None,
+        tls: TlsSettings | None = None,
+        allow_insecure: bool = False,
+    ) -> None:
         self.address = address
         self.retry_attempts = max(0, retry_attempts)
         self.connection_timeout = connection_timeout
+        self._token = token
+        self._tls = tls or TlsSettings()
+        self._allow_insecure = allow_insecure
         self._channel: aio.Channel | None = None
+        self._metadata: Metadata = ()
         self._session: Session | None = None
         self._opening: asyncio.Future[Session] | None = None
         self._closed = False
 
-    @property
-    def channel(self) -> aio.Channel:
+    async def stub(
+        self,
+    ) -> tuple[client_pb2_grpc.ClientServiceAsyncStub, tuple[tuple[str, str], ...]]:
+        """The stub and the call metadata (the token), opening the channel once.
+
+        The token is looked up when the channel opens, so a gateway started
+        after this client was made (and its local token file) is found.
+        """
         if self._channel is None:
             tune_allocator()
-            self._channel = aio.insecure_channel(self.address, options=channel_options())
-        return self._channel
-
-    def stub(self) -> client_pb2_grpc.ClientServiceAsyncStub:
-        return client_pb2_grpc.ClientServiceStub(self.channel)
+            try:
+                token = resolve_token(ROLE_CLIENT, self._token, self.address)
+                refuse_plaintext_token(self.address, token, self._tls, self._allow_insecure)
+                channel = await open_channel(
+                    self.address, self._tls, channel_options(), self.connection_timeout
+                )
+            except CredentialsError as exc:
+                raise AuthenticationError(str(exc)) from exc
+            except OSError as exc:
+                raise GatewayUnavailableError(
+                    f"cannot reach the gateway at {self.address} to check its certificate: {exc}"
+                ) from exc
+            if self._channel is None:
+                self._channel = channel
+                self._metadata = auth_metadata(token)
+            else:  # another task opened it meanwhile
+                await channel.close(None)
+        return client_pb2_grpc.ClientServiceStub(self._channel), self._metadata
 
     async def session(self) -> Session:
         """The open session, opening (with retries) when there is none."""
@@ -347,7 +388,8 @@ class Connection:
             if attempt:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            session = Session(self.stub().Session(None))
+            stub, metadata = await self.stub()
+            session = Session(stub.Session(None, metadata=metadata))
             try:
                 await session.open(self.connection_timeout)
             except asyncio.TimeoutError:
@@ -376,13 +418,15 @@ class Connection:
         ) from last
 
     async def unary(
-        self, make_call: Callable[[client_pb2_grpc.ClientServiceAsyncStub], Awaitable[T]]
+        self,
+        make_call: Callable[[client_pb2_grpc.ClientServiceAsyncStub, Metadata], Awaitable[T]],
     ) -> T:
         """Runs an idempotent unary RPC, retrying when the gateway is unreachable."""
         delay = 0.1
         for attempt in range(self.retry_attempts + 1):
             try:
-                return await asyncio.wait_for(make_call(self.stub()), self.connection_timeout)
+                stub, metadata = await self.stub()
+                return await asyncio.wait_for(make_call(stub, metadata), self.connection_timeout)
             except asyncio.TimeoutError:
                 error: EasyRemoteError = GatewayUnavailableError(
                     f"gateway at {self.address} did not answer within {self.connection_timeout:g} s"

@@ -12,6 +12,7 @@ import random
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
@@ -27,8 +28,15 @@ from easyremote.node._serialization import local_versions
 from easyremote.node._session import NodeSession
 from easyremote.node._workers import WorkerPool
 from easyremote.proto import channel_options, metadata_reason
+from easyremote.proto.credentials import (
+    ROLE_NODE,
+    CredentialsError,
+    auth_metadata,
+    resolve_token,
+)
 from easyremote.proto.memory import tune_allocator
 from easyremote.proto.runtime import close_at_exit, forget_at_exit, in_background_loop, submit
+from easyremote.proto.tls import open_channel, refuse_plaintext_token, resolve_tls
 from easyremote.proto.v1 import node_pb2, node_pb2_grpc
 
 logger = logging.getLogger("easyremote.node")
@@ -89,6 +97,15 @@ class ComputeNode:
             cannot hold up this process's heartbeats. Functions must then be
             picklable by cloudpickle; ``async def`` functions still run on the
             node's event loop. POSIX only.
+        token: Node token (default: ``EASYREMOTE_TOKEN``, else, for a
+            loopback gateway, the local token file the gateway wrote).
+        tls_ca_file: PEM CA bundle to verify the gateway's certificate with
+            (default: ``EASYREMOTE_TLS_CA``).
+        tls_fingerprint: SHA-256 fingerprint of the gateway's certificate to
+            pin (default: ``EASYREMOTE_TLS_FINGERPRINT``); checked before the
+            token is sent.
+        allow_insecure: Send the token without TLS to a non-loopback gateway
+            (trusted networks only); refused otherwise.
     """
 
     def __init__(
@@ -104,6 +121,10 @@ class ComputeNode:
         reconnect: bool = True,
         probe: ResourceProbe | None = None,
         isolation: str = "thread",
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_fingerprint: str | None = None,
+        allow_insecure: bool = False,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -112,6 +133,9 @@ class ComputeNode:
         if isolation == "process" and os.name != "posix":
             raise ValueError("isolation='process' needs a POSIX system")
         self.isolation = isolation
+        self._token = token
+        self._tls = resolve_tls(tls_ca_file, tls_fingerprint)
+        self._allow_insecure = allow_insecure
         self.gateway_address = gateway_address
         self.node_id = node_id or _default_node_id()
         self.max_concurrency = max_concurrency or max(4, os.cpu_count() or 1)
@@ -238,7 +262,7 @@ class ComputeNode:
         self._running = submit(self._main())
         close_at_exit(self, _stop_at_exit)
         if not blocking:
-            if not self._registered.wait(self.connection_timeout) or self._fatal is not None:
+            if not self._wait_registered() or self._fatal is not None:
                 fatal = self._fatal
                 self.stop()
                 if fatal is not None:
@@ -259,6 +283,17 @@ class ComputeNode:
                 self.stop()
         if self._fatal is not None:
             raise NodeError(str(self._fatal)) from self._fatal
+
+    def _wait_registered(self) -> bool:
+        """Waits up to ``connection_timeout`` for registration; False at once if
+        the serving task ended first (a refusal)."""
+        deadline = time.monotonic() + self.connection_timeout
+        while not self._registered.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._finished.is_set():
+                return False
+            self._registered.wait(min(left, 0.05))
+        return True
 
     def stop(self, drain: bool = False, timeout: float = 30.0) -> None:
         """Stops serving; safe from any thread and more than once.
@@ -395,8 +430,18 @@ class ComputeNode:
     async def _connect_once(self, probe: ResourceProbe, pool: WorkerPool) -> None:
         assert self._stop_event is not None
         hello = await asyncio.get_running_loop().run_in_executor(None, self._hello, probe)
-        async with aio.insecure_channel(self.gateway_address, options=channel_options()) as channel:
-            stream = node_pb2_grpc.NodeServiceStub(channel).Connect(None)
+        try:
+            token = resolve_token(ROLE_NODE, self._token, self.gateway_address)
+            refuse_plaintext_token(self.gateway_address, token, self._tls, self._allow_insecure)
+            channel = await open_channel(
+                self.gateway_address, self._tls, channel_options(), self.connection_timeout
+            )
+        except CredentialsError as exc:
+            raise NodeError(str(exc)) from exc
+        async with channel:
+            stream = node_pb2_grpc.NodeServiceStub(channel).Connect(
+                None, metadata=auth_metadata(token)
+            )
             session = NodeSession(
                 stream, self._serving, pool, probe, self.max_concurrency, self.heartbeat_interval
             )

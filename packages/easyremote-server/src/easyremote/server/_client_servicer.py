@@ -13,6 +13,7 @@ from easyremote.proto import PROTOCOL_VERSION
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
 from easyremote.server._calls import Call
 from easyremote.server._client_session import ClientSession, UnarySink
+from easyremote.server._limits import PeerLimits
 from easyremote.server._registry import Registry
 from easyremote.server._router import Router
 from easyremote.server._status import node_status
@@ -28,8 +29,13 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
     """Accepts client sessions and queries; routing lives in the Router."""
 
     def __init__(
-        self, registry: Registry, router: Router, welcome: client_pb2.SessionWelcome
+        self,
+        registry: Registry,
+        router: Router,
+        welcome: client_pb2.SessionWelcome,
+        peers: PeerLimits,
     ) -> None:
+        self._peers = peers
         self._registry = registry
         self._router = router
         self._welcome = welcome
@@ -47,6 +53,17 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
     # grpc.aio lets a stream-stream handler return None and answer through
     # context.write; the generated stub only knows the iterator form.
     async def Session(  # type: ignore[override]  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[client_pb2.ClientEnvelope],
+        context: aio.ServicerContext[client_pb2.ClientEnvelope, client_pb2.SessionEnvelope],
+    ) -> None:
+        host = await self._peers.admit(context)
+        try:
+            await self._session(request_iterator, context)
+        finally:
+            self._peers.release(host)
+
+    async def _session(
         self,
         request_iterator: AsyncIterator[client_pb2.ClientEnvelope],
         context: aio.ServicerContext[client_pb2.ClientEnvelope, client_pb2.SessionEnvelope],

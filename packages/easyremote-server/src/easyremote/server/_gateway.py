@@ -9,18 +9,28 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType, TracebackType
 
+import grpc
 from grpc import aio
 
 from easyremote.proto import PROTOCOL_VERSION, python_version, server_options, strategy_from_name
+from easyremote.proto.credentials import CredentialsError, is_loopback_host
 from easyremote.proto.memory import tune_allocator
 from easyremote.proto.runtime import close_at_exit, forget_at_exit, run_sync
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from easyremote.server._client_servicer import ClientServicer
+from easyremote.server._limits import PeerLimits, RegistrationLimits
 from easyremote.server._node_servicer import NodeServicer
 from easyremote.server._registry import Registry
 from easyremote.server._router import Router, RouterConfig
+from easyremote.server._security import AuthInterceptor, GatewayTokens, resolve_tokens
+from easyremote.server._tls import (
+    fingerprint_of_pem,
+    load_or_create_self_signed,
+    server_credentials,
+)
 from easyremote.server.version import __version__
 
 logger = logging.getLogger("easyremote.server")
@@ -52,6 +62,25 @@ class Server:
         node_timeout: Seconds without any heartbeat after which a node is dropped
             (default: 10 heartbeat intervals). It is suspected, and gets no new
             calls, after 3 intervals.
+        auth: Require tokens (default). Tokens come from ``token``/
+            ``client_token``/``node_token``, else ``EASYREMOTE_CLIENT_TOKEN``/
+            ``EASYREMOTE_NODE_TOKEN``, else the owner-only local token file,
+            created on first start, which clients and nodes on this machine
+            read by themselves.
+        token: One credential for both roles (nodes and clients).
+        client_token: The token clients must present.
+        node_token: The token nodes must present.
+        tls_cert_file: PEM certificate (chain) to serve TLS with.
+        tls_key_file: Its PEM private key.
+        tls_self_signed: Serve TLS with a generated self-signed certificate,
+            kept in ``~/.easyremote/tls/``; peers pin its fingerprint
+            (``tls_fingerprint`` after start, printed by the CLI).
+        allow_insecure: Permit a non-loopback bind without authentication or
+            without TLS (trusted networks only); logs a warning at every start.
+        max_functions_per_node: Most functions one node may register.
+        max_function_name_chars: Longest function name a node may register.
+        max_streams_per_peer: Most node and client streams open at once from
+            one IP address.
     """
 
     def __init__(
@@ -64,7 +93,35 @@ class Server:
         max_payload_bytes: int = 0,
         heartbeat_interval: float = 2.0,
         node_timeout: float | None = None,
+        auth: bool = True,
+        token: str | None = None,
+        client_token: str | None = None,
+        node_token: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_self_signed: bool = False,
+        allow_insecure: bool = False,
+        max_functions_per_node: int = 1000,
+        max_function_name_chars: int = 256,
+        max_streams_per_peer: int = 1000,
     ) -> None:
+        if bool(tls_cert_file) != bool(tls_key_file):
+            raise ValueError("pass both tls_cert_file and tls_key_file, or neither")
+        if tls_self_signed and tls_cert_file:
+            raise ValueError("pass tls_self_signed=True or certificate files, not both")
+        if auth and (token or client_token or node_token):
+            resolve_tokens(auth, token, client_token, node_token)  # argument errors now
+        elif not auth and (token or client_token or node_token):
+            raise ValueError("tokens were given but auth=False turns authentication off")
+        self._auth = auth
+        self._token_args = (token, client_token, node_token)
+        self._tls_files = (tls_cert_file, tls_key_file) if tls_cert_file and tls_key_file else None
+        self._tls_self_signed = tls_self_signed
+        self.allow_insecure = allow_insecure
+        self.tls_fingerprint: str | None = None
+        self.auth_source = "off"
+        # The token check (with its counters) once started; None without auth.
+        self.auth: AuthInterceptor | None = None
         self.host = host
         self._requested_port = port
         self._port: int | None = None
@@ -82,17 +139,21 @@ class Server:
         versions = common_pb2.Versions(
             protocol=PROTOCOL_VERSION, python=python_version(), easyremote=__version__
         )
+        peers = PeerLimits(max_streams_per_peer)
         self._node_servicer = NodeServicer(
             self.registry,
             self.router,
             node_pb2.Welcome(
                 versions=versions, heartbeat_interval_ms=int(heartbeat_interval * 1000)
             ),
+            peers,
+            RegistrationLimits(max_functions_per_node, max_function_name_chars),
         )
         self._client_servicer = ClientServicer(
             self.registry,
             self.router,
             client_pb2.SessionWelcome(versions=versions, max_payload_bytes=max_payload_bytes),
+            peers,
         )
         self._server: aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -189,7 +250,10 @@ class Server:
             raise GatewayError("this gateway was already started")
         self._loop = asyncio.get_running_loop()
         tune_allocator()
-        server = aio.server(options=server_options())
+        tokens, credentials = self._security()
+        self.auth = AuthInterceptor(tokens) if tokens.enabled else None
+        interceptors = [self.auth] if self.auth is not None else []
+        server = aio.server(options=server_options(), interceptors=interceptors)
         node_pb2_grpc.add_NodeServiceServicer_to_server(self._node_servicer, server)
         client_pb2_grpc.add_ClientServiceServicer_to_server(self._client_servicer, server)
         target = (
@@ -198,7 +262,10 @@ class Server:
             else f"{self.host}:{self._requested_port}"
         )
         try:
-            bound = server.add_insecure_port(target)
+            if credentials is not None:
+                bound = server.add_secure_port(target, credentials)
+            else:
+                bound = server.add_insecure_port(target)
         except RuntimeError as exc:
             raise GatewayError(f"cannot listen on {target}: {exc} (is the port in use?)") from exc
         if not bound:
@@ -209,6 +276,53 @@ class Server:
         self._monitor = asyncio.ensure_future(self._watch_heartbeats())
         logger.info("gateway listening on %s", self.address)
         self._started.set()
+
+    def _security(self) -> tuple[GatewayTokens, grpc.ServerCredentials | None]:
+        """Tokens and TLS for this start; refuses an unsafe exposed bind."""
+        try:
+            tokens = resolve_tokens(self._auth, *self._token_args)
+        except CredentialsError as exc:
+            raise GatewayError(str(exc)) from exc
+        self.auth_source = tokens.source
+        credentials = None
+        if self._tls_files is not None:
+            cert_file, key_file = self._tls_files
+            try:
+                cert = Path(cert_file).read_bytes()
+                key = Path(key_file).read_bytes()
+            except OSError as exc:
+                raise GatewayError(f"cannot read the TLS certificate or key: {exc}") from exc
+            credentials = server_credentials(cert, key)
+            self.tls_fingerprint = fingerprint_of_pem(cert)
+        elif self._tls_self_signed:
+            try:
+                cert, key = load_or_create_self_signed()
+            except CredentialsError as exc:
+                raise GatewayError(str(exc)) from exc
+            credentials = server_credentials(cert, key)
+            self.tls_fingerprint = fingerprint_of_pem(cert)
+        if not is_loopback_host(self.host):
+            missing = [
+                what
+                for what, ok in (("authentication", tokens.enabled), ("TLS", credentials))
+                if not ok
+            ]
+            if missing and not self.allow_insecure:
+                raise GatewayError(
+                    f"refusing to listen on {self.host} (reachable from other machines) "
+                    f"without {' and '.join(missing)}: anyone who reaches the port could "
+                    "run code on your nodes. Keep auth on and add TLS "
+                    "(tls_self_signed=True, or tls_cert_file/tls_key_file; CLI: "
+                    "--tls-self-signed), or pass allow_insecure=True (--allow-insecure) "
+                    "on a network you trust. See docs/security.md."
+                )
+            if missing:
+                logger.warning(
+                    "INSECURE: listening on %s without %s (allow_insecure=True)",
+                    self.host,
+                    " and ".join(missing),
+                )
+        return tokens, credentials
 
     async def _shutdown(self, grace: float) -> None:
         server = self._server

@@ -10,6 +10,7 @@ from grpc import aio
 
 from easyremote.proto import PROTOCOL_VERSION
 from easyremote.proto.v1 import client_pb2, common_pb2, node_pb2, node_pb2_grpc
+from easyremote.server._limits import PeerLimits, RegistrationLimits
 from easyremote.server._node_link import NodeLink
 from easyremote.server._registry import NodeRecord, Registry
 from easyremote.server._router import Router
@@ -27,10 +28,19 @@ MAX_NODE_ID_LENGTH = 256
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     """Accepts node connections and feeds their frames to the router."""
 
-    def __init__(self, registry: Registry, router: Router, welcome: node_pb2.Welcome) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        router: Router,
+        welcome: node_pb2.Welcome,
+        peers: PeerLimits,
+        limits: RegistrationLimits,
+    ) -> None:
         self._registry = registry
         self._router = router
         self._welcome = welcome
+        self._peers = peers
+        self._limits = limits
         self._links: set[NodeLink] = set()
 
     async def drain_all(self, reason: str, timeout: float) -> None:
@@ -45,6 +55,17 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     # grpc.aio lets a stream-stream handler return None and answer through
     # context.write; the generated stub only knows the iterator form.
     async def Connect(  # type: ignore[override]  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[node_pb2.NodeEnvelope],
+        context: aio.ServicerContext[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope],
+    ) -> None:
+        host = await self._peers.admit(context)
+        try:
+            await self._connect(request_iterator, context)
+        finally:
+            self._peers.release(host)
+
+    async def _connect(
         self,
         request_iterator: AsyncIterator[node_pb2.NodeEnvelope],
         context: aio.ServicerContext[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope],
@@ -134,6 +155,22 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 f"node id must be 1-{MAX_NODE_ID_LENGTH} characters",
             )
         names = [spec.name for spec in hello.functions]
+        limits = self._limits
+        if len(names) > limits.max_functions:
+            await abort(
+                context,
+                _R.ERROR_REASON_PAYLOAD_TOO_LARGE,
+                f"{len(names)} functions is more than the gateway accepts per node "
+                f"(max_functions_per_node={limits.max_functions})",
+            )
+        too_long = next((n for n in names if len(n) > limits.max_name_chars), None)
+        if too_long is not None:
+            await abort(
+                context,
+                _R.ERROR_REASON_INVALID_ARGUMENT,
+                f"function name {too_long[:40]!r}... is longer than "
+                f"{limits.max_name_chars} characters (max_function_name_chars)",
+            )
         if len(set(names)) != len(names) or not all(names):
             await abort(
                 context,

@@ -1,7 +1,8 @@
 """``easyremote-server``: run the gateway from the command line.
 
 Example:
-    $ easyremote-server --host 0.0.0.0 --port 8080
+    $ easyremote-server                                   # this machine only
+    $ easyremote-server --host 0.0.0.0 --tls-self-signed  # a public gateway
 
 The gateway prints the commands that attach nodes and clients once it is
 listening, then serves until Ctrl-C or SIGTERM (both stop it cleanly, exit 0).
@@ -21,6 +22,7 @@ from types import FrameType
 import click
 
 from easyremote.proto import STRATEGY_BY_NAME
+from easyremote.proto.credentials import credentials_path
 from easyremote.server import GatewayError, Server
 from easyremote.server.version import __version__
 
@@ -54,13 +56,34 @@ def banner(server: Server, strategy: str) -> str:
     lines = [
         f"EasyRemote gateway {__version__} listening on {address} (default strategy: {strategy})",
     ]
+    remote = server.host not in _LOOPBACK_HOSTS
     if server.host in _WILDCARD_HOSTS:
         lines.append(
             f"Accepting other machines: they dial {socket.gethostname()}:{server.port} "
             "(or this host's IP)."
         )
-    elif server.host in _LOOPBACK_HOSTS:
-        lines.append("Loopback only: pass --host 0.0.0.0 to accept nodes on other machines.")
+    elif not remote:
+        lines.append(
+            "Loopback only: pass --host 0.0.0.0 --tls-self-signed to accept other machines."
+        )
+    if server.auth is None:
+        lines.append("Authentication: OFF (--no-auth): anyone who reaches the port can run code.")
+    else:
+        lines.append(
+            f"Authentication: tokens ({server.auth_source}); on this machine clients and "
+            "nodes find them by themselves."
+        )
+    if server.tls_fingerprint:
+        lines.append(f"TLS certificate SHA-256 fingerprint: {server.tls_fingerprint}")
+    if remote and server.auth is not None:
+        lines += [
+            "Other machines authenticate with a token (show them with",
+            f"`python -m json.tool {credentials_path()}`):",
+            "  nodes:   export EASYREMOTE_TOKEN=<node_token>",
+            "  clients: export EASYREMOTE_TOKEN=<client_token>",
+        ]
+        if server.tls_fingerprint:
+            lines.append(f"  and both: export EASYREMOTE_TLS_FINGERPRINT={server.tls_fingerprint}")
     lines += [
         "",
         "Next steps",
@@ -163,6 +186,28 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     help="Seconds between the heartbeats nodes send.",
 )
 @click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Accept calls and nodes without tokens (loopback, or with --allow-insecure).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM certificate (chain) to serve TLS with; needs --tls-key.",
+)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key.")
+@click.option(
+    "--tls-self-signed",
+    is_flag=True,
+    help="Serve TLS with a generated certificate (kept in ~/.easyremote/tls); "
+    "peers pin the printed fingerprint.",
+)
+@click.option(
+    "--allow-insecure",
+    is_flag=True,
+    help="Allow a non-loopback bind without tokens or TLS (trusted networks only).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -175,17 +220,34 @@ def server_command(
     default_strategy: str,
     max_queue: int,
     heartbeat_interval: float,
+    no_auth: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_self_signed: bool,
+    allow_insecure: bool,
     log_level: str,
 ) -> None:
-    """Runs an EasyRemote gateway: nodes dial in, clients call through it."""
+    """Runs an EasyRemote gateway: nodes dial in, clients call through it.
+
+    Tokens are on by default; tokens set in EASYREMOTE_CLIENT_TOKEN and
+    EASYREMOTE_NODE_TOKEN win over the local token file.
+    """
     configure_logging(log_level)
-    server = Server(
-        port,
-        host,
-        default_strategy=default_strategy,
-        max_queue=max_queue,
-        heartbeat_interval=heartbeat_interval,
-    )
+    try:
+        server = Server(
+            port,
+            host,
+            default_strategy=default_strategy,
+            max_queue=max_queue,
+            heartbeat_interval=heartbeat_interval,
+            auth=not no_auth,
+            tls_cert_file=tls_cert,
+            tls_key_file=tls_key,
+            tls_self_signed=tls_self_signed,
+            allow_insecure=allow_insecure,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     stop = threading.Event()
     # Handlers go in before binding so a SIGTERM that arrives while the banner
     # prints still ends in an orderly stop, not the default kill.
