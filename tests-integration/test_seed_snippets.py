@@ -73,14 +73,29 @@ def _gpu_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(NvmlReader, "gpus", lambda self: _fake_gpu())
 
 
+@pytest.fixture(autouse=True)
+def _fresh_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # No token file, no settings: the snippets' own Server creates the tokens
+    # and their nodes and clients find them, as on a fresh machine. Auth is on.
+    home = tmp_path / "home"
+    monkeypatch.setenv("EASYREMOTE_HOME", str(home))
+    for name in ("EASYREMOTE_TOKEN", "EASYREMOTE_TLS_FINGERPRINT", "EASYREMOTE_TLS_CA"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
 @pytest.fixture()
-def world() -> Iterator[dict[str, Any]]:
+def world(_fresh_machine: Path) -> Iterator[dict[str, Any]]:
     """Namespace for a group of snippets; stops every gateway and node after."""
     namespace: dict[str, Any] = {"__name__": "__seed__"}
     extra: list[Any] = []
     namespace["_extra"] = extra
     try:
         yield namespace
+        # Every snippet ran authenticated, with tokens nobody configured.
+        if any(isinstance(v, Server) for v in namespace.values()):
+            assert (_fresh_machine / "credentials.json").exists()
+            assert all(v.auth is not None for v in namespace.values() if isinstance(v, Server))
     finally:
         objects = list(namespace.values()) + extra
         for value in objects:
