@@ -30,6 +30,7 @@ from easyremote import (
     NoAvailableNodesError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    QueueFullError,
     Server,
 )
 from easyremote.node import NodeError
@@ -390,3 +391,42 @@ def test_plaintext_peer_cannot_talk_to_a_tls_gateway(own_home: Path) -> None:
                 client.list_nodes()
         assert gateway.auth is not None and gateway.auth.seen == 0
         assert common_pb2.ErrorReason.Name(0)  # the proto import stays in use
+
+
+def test_registration_and_stream_limits(own_home: Path) -> None:
+    with Server(
+        port=0, max_functions_per_node=2, max_function_name_chars=10, max_streams_per_peer=2
+    ) as gateway:
+        crowded = ComputeNode(gateway.address, "crowded", reconnect=False)
+        for name in ("a", "b", "c"):
+            crowded.register(lambda: 0, name=name)
+        with pytest.raises(NodeError, match="max_functions_per_node=2"):
+            crowded.serve(blocking=False)
+        crowded.stop()
+        verbose = ComputeNode(gateway.address, "verbose", reconnect=False)
+        verbose.register(lambda: 0, name="a_very_long_function_name")
+        with pytest.raises(NodeError, match="max_function_name_chars"):
+            verbose.serve(blocking=False)
+        verbose.stop()
+        # Two streams from this address are allowed, a third is refused...
+        first, second = Client(gateway.address), Client(gateway.address)
+        try:
+            node = ComputeNode(gateway.address, "ok", reconnect=False)
+            node.register(lambda: "fine", name="a")
+            first.list_nodes()  # unary: no stream held
+            with node:  # stream 1
+                assert first.call("a") == "fine"  # stream 2
+                with pytest.raises(QueueFullError, match="max_streams_per_peer=2"):
+                    second.call("a")
+                first.close()  # ...and closing one makes room again.
+                wait_until(lambda: _try_call(second), 10, "a stream slot to free up")
+        finally:
+            first.close()
+            second.close()
+
+
+def _try_call(client: Client) -> bool:
+    try:
+        return bool(client.call("a") == "fine")
+    except QueueFullError:
+        return False

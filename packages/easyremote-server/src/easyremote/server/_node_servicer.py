@@ -159,7 +159,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         if len(names) > limits.max_functions:
             await abort(
                 context,
-                _R.ERROR_REASON_PAYLOAD_TOO_LARGE,
+                _R.ERROR_REASON_INVALID_ARGUMENT,
                 f"{len(names)} functions is more than the gateway accepts per node "
                 f"(max_functions_per_node={limits.max_functions})",
             )
