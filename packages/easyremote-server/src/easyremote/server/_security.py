@@ -8,6 +8,8 @@ role is ``PERMISSION_DENIED``. Nothing of the request is read before that.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -32,6 +34,8 @@ logger = logging.getLogger("easyremote.server")
 ENV_CLIENT_TOKEN = "EASYREMOTE_CLIENT_TOKEN"
 ENV_NODE_TOKEN = "EASYREMOTE_NODE_TOKEN"
 _NODE_SERVICE = "/easyremote.proto.v1.NodeService/"
+# How long a refused stream waits for the caller's first message.
+_DRAIN_FIRST_S = 1.0
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _R = common_pb2.ErrorReason
 
@@ -95,13 +99,21 @@ def resolve_tokens(
 def _refusal(handler: _Handler, code: grpc.StatusCode, reason: int, message: str) -> _Handler:
     """A handler of the same shape as ``handler`` that only refuses."""
 
+    streaming_in = handler.request_streaming
+
     async def refuse(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
+        if streaming_in:
+            # Let the caller's first message (its hello) arrive before the
+            # refusal: a client whose write races our status gets a local
+            # INTERNAL error instead of the reason. The message is raw bytes
+            # here (this handler has no deserializer) and is dropped unread.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(request.__anext__(), _DRAIN_FIRST_S)
         context.set_trailing_metadata(
             ((REASON_METADATA_KEY, common_pb2.ErrorReason.Name(reason)),)  # type: ignore[arg-type]
         )
         await context.abort(code, message)
 
-    streaming_in = handler.request_streaming
     streaming_out = handler.response_streaming
     if streaming_in and streaming_out:
         return grpc.stream_stream_rpc_method_handler(refuse)
