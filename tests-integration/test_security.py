@@ -430,3 +430,39 @@ def _try_call(client: Client) -> bool:
         return bool(client.call("a") == "fine")
     except QueueFullError:
         return False
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "getuid") or os.getuid() != 0 or not Path("/proc/net/tcp").exists(),
+    reason="needs root (to listen as another user) and Linux /proc/net/tcp",
+)
+def test_local_token_is_not_sent_to_another_users_listener(own_home: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with Server(port=0):  # writes the local token file
+        pass
+    # Another user takes a port on loopback, as if the gateway had died.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    squatter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, socket, sys, time; os.setuid(65534); s = socket.socket(); "
+            f"s.bind(('127.0.0.1', {port})); s.listen(); print('up', flush=True); "
+            "time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "up"
+        with pytest.raises(AuthenticationError, match="held by another user"):
+            with Client(f"127.0.0.1:{port}", retry_attempts=0) as client:
+                client.list_nodes()
+    finally:
+        squatter.kill()
+        squatter.wait(5)

@@ -112,6 +112,9 @@ class _Worker:
                 raise user_failure(exc) from exc
             return ("item", dump_value(item, self.generator_name))
         except CallFailed as exc:
+            # The stream ends here: close the generator now (its `finally`
+            # runs for this call), not in some later call of this child.
+            self.gen_close()
             return _failed(exc)
         finally:
             reset_current(token)

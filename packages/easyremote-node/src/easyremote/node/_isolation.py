@@ -118,9 +118,13 @@ class ChildProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def kill(self) -> None:
+    def terminate(self) -> None:
+        """SIGKILL only: the owner of the call still closes the socket."""
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
+
+    def kill(self) -> None:
+        self.terminate()
         self.process.wait()
         self.close()
 
@@ -179,10 +183,12 @@ class ProcessPool:
             if child is None:
                 child = ChildProcess()
             self._busy.add(child)
+        return child
+
+    def _define(self, child: ChildProcess, name: str) -> None:
         if name not in child.defined:
             child.send(("define", name, self._pickles[name]))
             child.defined.add(name)
-        return child
 
     def release(self, child: ChildProcess) -> None:
         with self._lock:
@@ -198,14 +204,22 @@ class ProcessPool:
         child.kill()
 
     def shutdown(self) -> None:
-        """Kills every child, idle or running."""
+        """Kills every child, idle or running.
+
+        A running child's socket stays open: the thread waiting on it sees
+        the end of the process and closes it, so no descriptor number is
+        reused under a thread still reading it.
+        """
         with self._lock:
             self._closed = True
-            children = [*self._idle, *self._busy]
+            idle = list(self._idle)
+            busy = list(self._busy)
             self._idle.clear()
             self._busy.clear()
-        for child in children:
+        for child in idle:
             child.kill()
+        for child in busy:
+            child.terminate()
 
     # ------------------------------------------------------------------ calls
 
@@ -215,6 +229,7 @@ class ProcessPool:
         """Runs one call of ``name`` in a child; returns the pickled result."""
         child = self.acquire(name)
         try:
+            self._define(child, name)
             child.send(("call", name, payload, *_call_facts(caller, context)))
             reply = child.receive(context, name)
         except _Stopped:
@@ -232,8 +247,13 @@ class ProcessPool:
         """Creates the generator in a child, which stays with it until it ends."""
         child = self.acquire(name)
         try:
+            self._define(child, name)
             child.send(("gen_start", name, payload, *_call_facts(caller, context)))
             reply = child.receive(context, name)
+            if context.cancelled:
+                # Cancelled as the generator started: nobody will close it.
+                child.kill()
+                raise _Stopped
         except _Stopped:
             self.discard(child)
             raise _stopped(name) from None

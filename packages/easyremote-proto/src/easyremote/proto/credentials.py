@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import stat
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,22 +88,23 @@ def load_local_credentials() -> LocalCredentials | None:
         return None
     check_private(path.parent, directory=True)
     check_private(path)
-    # A gateway starting at this instant may still be writing: retry briefly.
-    for attempt in range(20):
-        try:
-            data = json.loads(path.read_text())
-            return LocalCredentials(str(data["client_token"]), str(data["node_token"]))
-        except (ValueError, KeyError) as exc:
-            if attempt == 19:
-                raise CredentialsError(
-                    f"{path} is not a valid EasyRemote token file: {exc}"
-                ) from exc
-            time.sleep(0.05)
-    return None  # pragma: no cover - the loop returns or raises
+    try:
+        data = json.loads(path.read_text())
+        client, node = data["client_token"], data["node_token"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CredentialsError(f"{path} is not a valid EasyRemote token file: {exc!r}") from exc
+    if not (isinstance(client, str) and isinstance(node, str) and client and node):
+        raise CredentialsError(f"{path} is not a valid EasyRemote token file: tokens missing")
+    return LocalCredentials(client, node)
 
 
 def ensure_local_credentials() -> LocalCredentials:
-    """Loads the local tokens, creating them (owner-only) on first use."""
+    """Loads the local tokens, creating them (owner-only) on first use.
+
+    The file appears whole or not at all: it is written under a temporary
+    name and hard-linked into place, which fails if another gateway got there
+    first (then its tokens are used).
+    """
     existing = load_local_credentials()
     if existing is not None:
         return existing
@@ -115,17 +115,62 @@ def ensure_local_credentials() -> LocalCredentials:
     payload = json.dumps(
         {"client_token": created.client_token, "node_token": created.node_token}, indent=2
     )
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        # O_EXCL: of two gateways starting at once, one writes, one reads.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        loaded = load_local_credentials()
-        if loaded is None:
-            raise CredentialsError(f"{path} vanished while being created") from None
-        return loaded
-    with os.fdopen(fd, "w") as out:
-        out.write(payload + "\n")
+        with os.fdopen(fd, "w") as out:
+            out.write(payload + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            loaded = load_local_credentials()
+            if loaded is None:
+                raise CredentialsError(f"{path} vanished while being created") from None
+            return loaded
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
     return created
+
+
+def loopback_listener_uids(port: int) -> set[int] | None:
+    """User ids owning loopback/wildcard TCP listeners on ``port`` (Linux), else None."""
+    uids: set[int] = set()
+    found_table = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                lines = rows.read().splitlines()[1:]
+        except OSError:
+            continue
+        found_table = True
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 8 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                uids.add(int(fields[7]))
+    return uids if found_table else None
+
+
+def _check_local_listener(address: str) -> None:
+    # A local token must not go to another user's process that took the
+    # gateway's port (say, while the gateway restarts).
+    if not hasattr(os, "getuid"):
+        return
+    try:
+        port = int(address.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return
+    owners = loopback_listener_uids(port)
+    if owners and os.getuid() not in owners:
+        raise CredentialsError(
+            f"port {port} on this machine is held by another user (uid "
+            f"{', '.join(map(str, sorted(owners)))}), not by your gateway; refusing to "
+            "send it your local token"
+        )
 
 
 def is_loopback_host(host: str) -> bool:
@@ -161,6 +206,7 @@ def resolve_token(role: str, explicit: str | None, address: str) -> str | None:
     if is_loopback_host(address_host(address)):
         local = load_local_credentials()
         if local is not None:
+            _check_local_listener(address)
             return local.for_role(role)
     return None
 
@@ -177,9 +223,8 @@ def token_from_metadata(metadata: object) -> str | None:
     for item in metadata:  # type: ignore[attr-defined]
         key, value = item[0], item[1]
         if key == AUTH_METADATA_KEY and isinstance(value, str):
-            if value.startswith(_BEARER) and len(value) <= MAX_TOKEN_CHARS:
-                return value[len(_BEARER) :]
-            return None
+            token = value[len(_BEARER) :] if value.startswith(_BEARER) else ""
+            return token if 0 < len(token) <= MAX_TOKEN_CHARS else None
     return None
 
 

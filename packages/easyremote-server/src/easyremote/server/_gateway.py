@@ -292,8 +292,11 @@ class Server:
                 key = Path(key_file).read_bytes()
             except OSError as exc:
                 raise GatewayError(f"cannot read the TLS certificate or key: {exc}") from exc
+            try:
+                self.tls_fingerprint = fingerprint_of_pem(cert)
+            except ValueError as exc:
+                raise GatewayError(f"{cert_file} holds no PEM certificate: {exc}") from exc
             credentials = server_credentials(cert, key)
-            self.tls_fingerprint = fingerprint_of_pem(cert)
         elif self._tls_self_signed:
             try:
                 cert, key = load_or_create_self_signed()

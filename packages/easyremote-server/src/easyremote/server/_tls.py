@@ -7,40 +7,60 @@ fingerprint, which nodes and clients pin, survives restarts.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
+import secrets
 import socket
 import ssl
 from pathlib import Path
 
 import grpc
 
-from easyremote.proto.credentials import check_private, home
+from easyremote.proto.credentials import CredentialsError, check_private, home
 from easyremote.proto.tls import PINNED_TARGET_NAME, format_fingerprint
 
-_CERT_FILE = "gateway-cert.pem"
-_KEY_FILE = "gateway-key.pem"
+_BUNDLE_FILE = "gateway.pem"  # key and certificate together: one atomic file
+_CERT_FILE = "gateway-cert.pem"  # the certificate alone, for peers' CA files
+_CERT_MARK = b"-----BEGIN CERTIFICATE-----"
 
 
 def self_signed_paths() -> tuple[Path, Path]:
+    """(bundle of key and certificate, certificate alone)."""
     directory = home() / "tls"
-    return directory / _CERT_FILE, directory / _KEY_FILE
+    return directory / _BUNDLE_FILE, directory / _CERT_FILE
 
 
 def load_or_create_self_signed() -> tuple[bytes, bytes]:
-    """The generated (certificate, key) PEM pair, made on first use."""
-    cert_path, key_path = self_signed_paths()
-    if cert_path.exists() and key_path.exists():
-        check_private(key_path)
-        return cert_path.read_bytes(), key_path.read_bytes()
-    cert, key = _generate()
-    cert_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    check_private(cert_path.parent, directory=True)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(key)
-    cert_path.write_bytes(cert)
+    """The generated (certificate, key) PEM pair, made on first use.
+
+    Key and certificate live in one owner-only file replaced atomically, so
+    they always match, even when two gateways generate at the same moment.
+    """
+    bundle_path, cert_path = self_signed_paths()
+    directory = bundle_path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private(directory, directory=True)
+    if not bundle_path.exists():
+        cert, key = _generate()
+        _write_private(bundle_path, key + cert)
+    check_private(bundle_path)
+    bundle = bundle_path.read_bytes()
+    split = bundle.find(_CERT_MARK)
+    if split <= 0:
+        raise CredentialsError(f"{bundle_path} is not a key and certificate bundle")
+    key, cert = bundle[:split], bundle[split:]
+    if not cert_path.exists() or cert_path.read_bytes() != cert:
+        _write_private(cert_path, cert)
     return cert, key
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
 
 
 def _generate() -> tuple[bytes, bytes]:
@@ -80,12 +100,20 @@ def _generate() -> tuple[bytes, bytes]:
 
 
 def fingerprint_of_pem(cert_pem: bytes) -> str:
-    """SHA-256 fingerprint (``AB:CD:...``) of a PEM certificate."""
-    return format_fingerprint(ssl.PEM_cert_to_DER_cert(cert_pem.decode()))
+    """SHA-256 fingerprint (``AB:CD:...``) of the first certificate in ``cert_pem``.
 
+    A chain file's first certificate is the server's own, the one peers see.
 
-def fingerprint_hex(cert_pem: bytes) -> str:
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert_pem.decode())).hexdigest()
+    Raises:
+        ValueError: No PEM certificate in the data.
+    """
+    start = cert_pem.find(_CERT_MARK)
+    end_mark = b"-----END CERTIFICATE-----"
+    end = cert_pem.find(end_mark, start)
+    if start < 0 or end < 0:
+        raise ValueError("no PEM certificate found")
+    block = cert_pem[start : end + len(end_mark)].decode("ascii")
+    return format_fingerprint(ssl.PEM_cert_to_DER_cert(block))
 
 
 def server_credentials(cert_pem: bytes, key_pem: bytes) -> grpc.ServerCredentials:
