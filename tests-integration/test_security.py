@@ -393,6 +393,21 @@ def test_plaintext_peer_cannot_talk_to_a_tls_gateway(own_home: Path) -> None:
         assert common_pb2.ErrorReason.Name(0)  # the proto import stays in use
 
 
+def test_message_size_limit_is_configurable(own_home: Path) -> None:
+    with pytest.raises(ValueError, match="at least"):
+        Server(port=0, max_message_bytes=1024)
+    with Server(port=0, max_message_bytes=4 << 20) as gateway:
+        client_token = load_local_credentials().client_token  # type: ignore[union-attr]
+        code = _raw(
+            gateway.address,
+            "/easyremote.proto.v1.ClientService/Call",
+            "unary_unary",
+            b"\x00" * (5 << 20),
+            _bearer(client_token),
+        )
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 def test_registration_and_stream_limits(own_home: Path) -> None:
     with Server(
         port=0, max_functions_per_node=2, max_function_name_chars=10, max_streams_per_peer=2

@@ -9,6 +9,9 @@ PROTOCOL_VERSION = 1
 # Envelopes hold at most ~2 chunks (see Outbox), so 8 MiB leaves ample room
 # while still rejecting absurd messages early.
 MAX_MESSAGE_BYTES = 8 << 20
+# The gateway may lower its receive limit to this, no further: peers' envelopes
+# (up to ~2 chunks of 1 MiB plus framing) must still fit.
+MIN_MESSAGE_BYTES = 4 << 20
 
 # Clients and nodes ping every 20 s when idle; the gateway accepts pings down to
 # every 10 s, so keepalive never trips the `too_many_pings` GOAWAY.
@@ -36,11 +39,11 @@ def channel_options() -> list[tuple[str, int | str]]:
     ]
 
 
-def server_options() -> list[tuple[str, int | str]]:
-    """gRPC server options for the gateway."""
+def server_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int | str]]:
+    """gRPC server options for the gateway (``max_message_bytes``: its receive limit)."""
     return [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),

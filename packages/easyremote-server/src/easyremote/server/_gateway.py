@@ -19,6 +19,7 @@ from easyremote.proto import PROTOCOL_VERSION, python_version, server_options, s
 from easyremote.proto.credentials import CredentialsError, is_loopback_host
 from easyremote.proto.memory import tune_allocator
 from easyremote.proto.runtime import close_at_exit, forget_at_exit, run_sync
+from easyremote.proto.transport import MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from easyremote.server._client_servicer import ClientServicer
 from easyremote.server._limits import PeerLimits, RegistrationLimits
@@ -81,6 +82,9 @@ class Server:
         max_function_name_chars: Longest function name a node may register.
         max_streams_per_peer: Most node and client streams open at once from
             one IP address.
+        max_message_bytes: Largest single gRPC message accepted (at least
+            4 MiB; payloads travel in 1 MiB chunks, so this bounds framing,
+            not payload size). Larger ones fail with ``RESOURCE_EXHAUSTED``.
     """
 
     def __init__(
@@ -104,7 +108,11 @@ class Server:
         max_functions_per_node: int = 1000,
         max_function_name_chars: int = 256,
         max_streams_per_peer: int = 1000,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
+        if max_message_bytes < MIN_MESSAGE_BYTES:
+            raise ValueError(f"max_message_bytes must be at least {MIN_MESSAGE_BYTES}")
+        self.max_message_bytes = max_message_bytes
         if bool(tls_cert_file) != bool(tls_key_file):
             raise ValueError("pass both tls_cert_file and tls_key_file, or neither")
         if tls_self_signed and tls_cert_file:
@@ -253,7 +261,9 @@ class Server:
         tokens, credentials = self._security()
         self.auth = AuthInterceptor(tokens) if tokens.enabled else None
         interceptors = [self.auth] if self.auth is not None else []
-        server = aio.server(options=server_options(), interceptors=interceptors)
+        server = aio.server(
+            options=server_options(self.max_message_bytes), interceptors=interceptors
+        )
         node_pb2_grpc.add_NodeServiceServicer_to_server(self._node_servicer, server)
         client_pb2_grpc.add_ClientServiceServicer_to_server(self._client_servicer, server)
         target = (
