@@ -27,12 +27,13 @@ sys.path.insert(0, str(HERE))
 from _procs import Cluster
 
 THIRD_PARTY = {
-    "server": ["grpcio>=1.66.2", "protobuf>=5.27.2,<8", "click>=8.0"],
+    "server": ["grpcio>=1.66.2", "protobuf>=5.27.2,<8", "click>=8.0", "cryptography>=42"],
     "client": ["grpcio>=1.66.2", "protobuf>=5.27.2,<8", "cloudpickle>=2.0"],
     "meta": [
         "grpcio>=1.66.2",
         "protobuf>=5.27.2,<8",
         "click>=8.0",
+        "cryptography>=42",
         "cloudpickle>=2.0",
         "psutil>=5.8",
         "nvidia-ml-py>=12.535",

@@ -111,6 +111,27 @@ def test_sigkill_after_stream_items_reports_how_many_arrived(cluster: Cluster) -
         assert caught.value.items_delivered == 3
 
 
+def test_sigkill_with_calls_queued_loses_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    nodes = _two_nodes(cluster, slots="1")
+    with Client(cluster.address) as client, ThreadPoolExecutor(3) as pool:
+        markers = [tmp_path / f"started-{i}" for i in range(2)]
+        running = [pool.submit(client.call, "nap_where", 1.0, str(m)) for m in markers]
+        on = {_started_on(m) for m in markers}
+        assert on == {"node-a", "node-b"}  # both slots taken
+        queued = pool.submit(client.call, "nap_where", 1.0)
+        wait_until(
+            lambda: any(
+                f.queued for n in client.list_nodes() for f in n.functions if f.name == "nap_where"
+            ),
+            10,
+            "the third call to queue",
+        )
+        nodes["node-a"].signal(signal.SIGKILL)
+        outcomes = sorted([f.result(timeout=20) for f in running] + [queued.result(timeout=20)])
+    # The lost call ran again (attempt 2); the queued one waited for the survivor.
+    assert outcomes == [("node-b", 1), ("node-b", 1), ("node-b", 2)]
+
+
 def test_user_exceptions_are_never_retried(cluster: Cluster, tmp_path: Path) -> None:
     _two_nodes(cluster)
     counter = tmp_path / "runs"
