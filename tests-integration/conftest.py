@@ -14,6 +14,8 @@ sys.path.insert(0, str(HERE))
 
 from _procs import Cluster
 
+from easyremote.server import Server
+
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
@@ -24,6 +26,16 @@ def cluster() -> Iterator[Cluster]:
         running.start_node("node-b")
         running.wait_for_nodes(["node-a", "node-b"])
         yield running
+
+
+@pytest.fixture()
+def gateway() -> Iterator[Server]:
+    """A gateway in this process, on a free loopback port."""
+    server = Server(port=0).start_background()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -16,15 +16,6 @@ from easyremote.node import GpuSnapshot, ResourceSnapshot, StaticProbe
 
 
 @pytest.fixture()
-def gateway() -> Iterator[Server]:
-    server = Server(port=0).start_background()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture()
 def short_queue_gateway() -> Iterator[Server]:
     server = Server(port=0, max_queue=2).start_background()
     try:

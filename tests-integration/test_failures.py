@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,15 +20,6 @@ from easyremote import (
 )
 from easyremote.client._serialization import dump_arguments
 from easyremote.proto.runtime import run_sync
-
-
-@pytest.fixture()
-def gateway() -> Iterator[Server]:
-    server = Server(port=0).start_background()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _node(address: str, node_id: str, release: threading.Event, idempotent: bool) -> ComputeNode:

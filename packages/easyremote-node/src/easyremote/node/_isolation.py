@@ -223,36 +223,25 @@ class ProcessPool:
 
     # ------------------------------------------------------------------ calls
 
-    def call(
-        self, name: str, payload: bytes, caller: common_pb2.Versions, context: CallContext
-    ) -> bytes:
-        """Runs one call of ``name`` in a child; returns the pickled result."""
-        child = self.acquire(name)
-        try:
-            self._define(child, name)
-            child.send(("call", name, payload, *_call_facts(caller, context)))
-            reply = child.receive(context, name)
-        except _Stopped:
-            self.discard(child)
-            raise _stopped(name) from None
-        except BaseException:
-            self.discard(child)
-            raise
-        self.release(child)
-        return _value(reply)
+    def _start(
+        self,
+        op: str,
+        name: str,
+        payload: bytes,
+        caller: common_pb2.Versions,
+        context: CallContext,
+    ) -> tuple[ChildProcess, tuple[Any, ...]]:
+        """Sends ``op`` for a call to a child; (the child, its reply).
 
-    def start_generator(
-        self, name: str, payload: bytes, caller: common_pb2.Versions, context: CallContext
-    ) -> IsolatedGenerator:
-        """Creates the generator in a child, which stays with it until it ends."""
+        Any failure, cancellation included, discards the child (killing it).
+        """
         child = self.acquire(name)
         try:
             self._define(child, name)
-            child.send(("gen_start", name, payload, *_call_facts(caller, context)))
+            child.send((op, name, payload, *_call_facts(caller, context)))
             reply = child.receive(context, name)
-            if context.cancelled:
-                # Cancelled as the generator started: nobody will close it.
-                child.kill()
+            if op == "gen_start" and context.cancelled:
+                # Cancelled as the generator started: nobody would close it.
                 raise _Stopped
         except _Stopped:
             self.discard(child)
@@ -260,6 +249,21 @@ class ProcessPool:
         except BaseException:
             self.discard(child)
             raise
+        return child, reply
+
+    def call(
+        self, name: str, payload: bytes, caller: common_pb2.Versions, context: CallContext
+    ) -> bytes:
+        """Runs one call of ``name`` in a child; returns the pickled result."""
+        child, reply = self._start("call", name, payload, caller, context)
+        self.release(child)
+        return _value(reply)
+
+    def start_generator(
+        self, name: str, payload: bytes, caller: common_pb2.Versions, context: CallContext
+    ) -> IsolatedGenerator:
+        """Creates the generator in a child, which stays with it until it ends."""
+        child, reply = self._start("gen_start", name, payload, caller, context)
         if reply[0] != "started":
             self.release(child)
             _value(reply)  # raises the failure
