@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from easyremote.node import ComputeNode
+from easyremote.node import ComputeNode, ResourceSnapshot, StaticProbe
 from easyremote.node import cli as node_cli
 
 REPO = Path(__file__).resolve().parents[3]
@@ -178,6 +178,30 @@ def test_compute_node_keeps_function_options_and_own_settings() -> None:
     assert (node.gateway_address, node.node_id) == ("127.0.0.1:9", "src")
     assert (node.max_concurrency, node.cost_per_hour, node.tags) == (3, 2.5, ("a",))
     assert node.functions == source.functions
+
+
+def test_rebuilt_node_keeps_isolation_credentials_and_probe() -> None:
+    probe = StaticProbe(ResourceSnapshot(cpu_count=2))
+    pin = "AB" * 32
+    source = ComputeNode(
+        "unused:1",
+        "src",
+        isolation="process",
+        token="secret",
+        tls_fingerprint=pin,
+        allow_insecure=True,
+        probe=probe,
+    )
+    source.register(name="one")(lambda: 1)
+    node = node_cli.build_node(source, "gw:1")
+    assert node.isolation == "process"
+    assert (node._token, node._tls.fingerprint, node._allow_insecure) == (
+        "secret",
+        pin.lower(),
+        True,
+    )
+    assert node._probe is probe
+    assert node_cli.build_node(source, "gw:1", isolation="thread").isolation == "thread"
 
 
 def test_cli_options_override_the_compute_node() -> None:

@@ -231,6 +231,39 @@ class ComputeNode:
             return decorate(func)
         return decorate
 
+    def rebuilt(self, gateway_address: str, **overrides: Any) -> ComputeNode:
+        """A new, not yet serving node with this one's settings and functions.
+
+        Used by ``easyremote-node`` to serve a module's node through another
+        gateway; ``overrides`` are ``ComputeNode`` keyword arguments.
+        """
+        settings: dict[str, Any] = {
+            "node_id": self.node_id,
+            "max_concurrency": self.max_concurrency,
+            "cost_per_hour": self.cost_per_hour,
+            "tags": self.tags,
+            "heartbeat_interval": self.heartbeat_interval,
+            "connection_timeout": self.connection_timeout,
+            "reconnect": self.reconnect,
+            "probe": self._probe,
+            "isolation": self.isolation,
+            "token": self._token,
+            "tls_ca_file": self._tls.ca_file,
+            "tls_fingerprint": self._tls.fingerprint,
+            "allow_insecure": self._allow_insecure,
+        }
+        settings.update(overrides)
+        node = ComputeNode(gateway_address, **settings)
+        for function in self._functions.values():
+            node.register(
+                name=function.name,
+                load_balancing=function.load_balancing,
+                max_concurrency=function.max_concurrency,
+                idempotent=function.idempotent,
+                timeout=function.timeout,
+            )(function.func)
+        return node
+
     @property
     def functions(self) -> dict[str, RegisteredFunction]:
         """Registered functions by name."""

@@ -156,6 +156,7 @@ def build_node(
     max_concurrency: int | None = None,
     cost_per_hour: float | None = None,
     tags: Sequence[str] = (),
+    isolation: str | None = None,
 ) -> ComputeNode:
     """A ComputeNode for ``gateway`` serving what TARGET named.
 
@@ -169,6 +170,7 @@ def build_node(
         max_concurrency: Overrides the node's slots.
         cost_per_hour: Overrides the declared cost.
         tags: Replace the node's tags when given.
+        isolation: ``"thread"`` or ``"process"``; overrides the node's.
 
     Returns:
         The node, functions registered, not yet serving.
@@ -177,31 +179,21 @@ def build_node(
         TargetError: A function cannot be registered (e.g. it has no name).
     """
     if isinstance(loaded, ComputeNode):
-        node = ComputeNode(
+        return loaded.rebuilt(
             gateway,
-            node_id or loaded.node_id,
+            node_id=node_id or loaded.node_id,
             max_concurrency=max_concurrency or loaded.max_concurrency,
             cost_per_hour=loaded.cost_per_hour if cost_per_hour is None else cost_per_hour,
             tags=tags or loaded.tags,
-            heartbeat_interval=loaded.heartbeat_interval,
-            connection_timeout=loaded.connection_timeout,
-            reconnect=loaded.reconnect,
+            isolation=isolation or loaded.isolation,
         )
-        for registered in loaded.functions.values():
-            node.register(
-                name=registered.name,
-                load_balancing=registered.load_balancing,
-                max_concurrency=registered.max_concurrency,
-                idempotent=registered.idempotent,
-                timeout=registered.timeout,
-            )(registered.func)
-        return node
     node = ComputeNode(
         gateway,
         node_id,
         max_concurrency=max_concurrency,
         cost_per_hour=cost_per_hour or 0.0,
         tags=tags,
+        isolation=isolation or "thread",
     )
     for func in loaded:
         try:
@@ -241,7 +233,8 @@ def banner(node: ComputeNode) -> str:
     lines = [
         f"EasyRemote node {node.node_id!r} ({__version__}) serving via gateway "
         f"{node.gateway_address}",
-        f"  slots: {node.max_concurrency}   cost/h: {node.cost_per_hour:g}   tags: {tags}",
+        f"  slots: {node.max_concurrency}   cost/h: {node.cost_per_hour:g}   tags: {tags}"
+        f"   isolation: {node.isolation}",
         f"  functions ({len(functions)}):",
         *(f"    {_describe_function(f)}" for f in functions.values()),
         "",
@@ -276,6 +269,13 @@ def banner(node: ComputeNode) -> str:
 )
 @click.option("--tag", "tags", multiple=True, help="A label callers can require (repeatable).")
 @click.option(
+    "--isolation",
+    type=click.Choice(["thread", "process"]),
+    default=None,
+    help="Run sync functions in threads or in child processes that can be killed "
+    "[default: the node's own, else thread].",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -289,6 +289,7 @@ def node_command(
     max_concurrency: int | None,
     cost_per_hour: float | None,
     tags: tuple[str, ...],
+    isolation: str | None,
     log_level: str,
 ) -> None:
     """Serves TARGET's functions through the gateway at GATEWAY (host:port).
@@ -304,6 +305,7 @@ def node_command(
         max_concurrency=max_concurrency,
         cost_per_hour=cost_per_hour,
         tags=tags,
+        isolation=isolation,
     )
     click.echo(banner(node))
     try:
