@@ -402,3 +402,20 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_cancelling_a_submitted_future_cancels_the_call_on_the_node(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_node("node-a", "1")
+    cluster.wait_for_nodes(["node-a"])
+    marker = tmp_path / "coop"
+    with Client(cluster.address) as client:
+        assert client.submit("inc", 41).result(timeout=10) == (42, "node-a")
+        future = client.submit("cooperative", 20.0, str(marker))
+        wait_until(Path(str(marker) + ".started").exists, 10, "the call to start")
+        assert future.cancel()
+        assert _started_on(marker) == "cancelled"
+        # Never retried: the only slot is free for the next call.
+        wait_until(lambda: client.get_node_status("node-a").in_flight == 0, 5, "slot freed")
+        assert client.call("whoami") == "node-a"

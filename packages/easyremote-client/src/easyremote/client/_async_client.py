@@ -182,6 +182,10 @@ class AsyncClient:
         self, options: client_pb2.CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         payload = dump_arguments(options.function, args, kwargs)
+        return await self.invoke_and_load(options, payload)
+
+    async def invoke_and_load(self, options: client_pb2.CallOptions, payload: bytes) -> Any:
+        """Runs one call on pickled arguments; returns the unpickled result."""
         data, node_id = await self.invoke(options, payload)
         if len(data) > INLINE_PICKLE_BYTES:
             return await asyncio.to_thread(load_result, options.function, data, node_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Mapping
 from types import TracebackType
@@ -10,6 +11,7 @@ from typing import Any
 
 from easyremote.client._async_client import AsyncClient, default_address
 from easyremote.client._connection import STREAM_WINDOW
+from easyremote.client._errors import GatewayUnavailableError
 from easyremote.client._options import build_options
 from easyremote.client._serialization import dump_arguments, load_result
 from easyremote.client._status import NodeStatus
@@ -178,6 +180,20 @@ class Client:
     def call(self, function: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``function`` on a node the gateway picks; returns its result."""
         return self._invoke(self._async.plain_options(function), args, kwargs)
+
+    def submit(self, function: str, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Starts a call and returns at once with a Future of its result.
+
+        ``future.result(timeout)`` waits for it (raising the call's error);
+        ``future.cancel()`` cancels it: the node sees the cancellation (see
+        ``current_call().cancelled``) and it is never retried. Arguments are
+        pickled before this returns, so later changes to them do not leak in.
+        """
+        if self._closed:
+            raise GatewayUnavailableError("client is closed")
+        options = self._async.plain_options(function)
+        payload = dump_arguments(function, args, kwargs)
+        return submit(self._async.invoke_and_load(options, payload))
 
     def call_node(self, node_id: str, function: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``function`` on the node ``node_id`` only."""
