@@ -223,3 +223,27 @@ def test_latency_based_favours_the_fast_node_and_round_robin_splits(
         by_turns = _split(client, "round_robin", 40)
     assert by_latency["fast"] >= 32, by_latency
     assert 15 <= by_turns["fast"] <= 25, by_turns
+
+
+def test_wait_for_node_holds_a_call_until_a_node_serves_it(
+    gateway: Server, nodes: list[ComputeNode]
+) -> None:
+    with Client(gateway.address) as client, ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(client.call_with_config, "whoami", {"wait_for_node": 20})
+        pinned = pool.submit(
+            client.call_with_config, "whoami", {"wait_for_node": 20, "node_id": "late"}
+        )
+        wait_until(
+            lambda: gateway.router.queued("whoami") == 2, 10, "both calls waiting for a node"
+        )
+        _serve(nodes, gateway.address, "late")
+        assert waiting.result(timeout=10) == "late"
+        assert pinned.result(timeout=10) == "late"
+        # Without a wait, a call for a name nobody serves is refused at once.
+        with pytest.raises(NoAvailableNodesError, match="no connected node serves 'nobody'"):
+            client.call("nobody")
+        started = time.monotonic()
+        with pytest.raises(NoAvailableNodesError, match="no connected node serves 'nobody'"):
+            client.call_with_config("nobody", {"wait_for_node": 0.3})
+        assert time.monotonic() - started >= 0.3
+        assert gateway.router.queued("nobody") == 0

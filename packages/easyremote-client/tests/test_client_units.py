@@ -26,6 +26,7 @@ def test_build_options_maps_every_key() -> None:
             "strategy": "cost_aware",
             "cost_limit": 5.0,
             "timeout": 2.5,
+            "wait_for_node": 3,
             "requirements": {
                 "gpu_required": True,
                 "min_gpu_memory_gb": 8,
@@ -36,6 +37,7 @@ def test_build_options_maps_every_key() -> None:
     )
     assert options.strategy == common_pb2.STRATEGY_COST_AWARE
     assert options.cost_limit == 5.0 and options.timeout_ms == 2500
+    assert options.wait_for_node_s == 3.0
     assert options.requirements.gpu_required and list(options.requirements.tags) == ["a100"]
 
 
@@ -47,6 +49,7 @@ def test_build_options_maps_every_key() -> None:
         {"requirements": {"gpus": 1}},
         {"timeout": -1},
         {"cost_limit": "x"},
+        {"wait_for_node": -1},
     ],
 )
 def test_bad_config_is_rejected_clearly(config: dict[str, object]) -> None:

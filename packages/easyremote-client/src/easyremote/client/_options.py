@@ -9,7 +9,9 @@ from easyremote.client._errors import InvalidArgumentError
 from easyremote.proto import strategy_from_name
 from easyremote.proto.v1 import client_pb2
 
-CONFIG_KEYS = frozenset({"strategy", "requirements", "cost_limit", "timeout", "node_id"})
+CONFIG_KEYS = frozenset(
+    {"strategy", "requirements", "cost_limit", "timeout", "node_id", "wait_for_node"}
+)
 REQUIREMENT_KEYS = frozenset(
     {"gpu_required", "min_gpu_memory_gb", "min_memory_gb", "min_cpu_cores", "tags", "node_ids"}
 )
@@ -62,6 +64,8 @@ def build_options(
         options.node_id = str(pinned)
     if config.get("cost_limit") is not None:
         options.cost_limit = _number(config["cost_limit"], "cost_limit")
+    if config.get("wait_for_node") is not None:
+        options.wait_for_node_s = _number(config["wait_for_node"], "wait_for_node")
     timeout = config.get("timeout", default_timeout)
     if timeout is not None:
         seconds = _number(timeout, "timeout")

@@ -73,6 +73,10 @@ class Call:
     # Kind of the outcome payload still receiving chunks (0: none).
     open_kind: int = 0
     timer: asyncio.TimerHandle | None = None
+    # Until this loop time the call may wait for an eligible node to connect
+    # (CallOptions.wait_for_node_s); 0: refused at once when there is none.
+    wait_until: float = 0.0
+    wait_timer: asyncio.TimerHandle | None = None
 
     @property
     def function(self) -> str:

@@ -82,6 +82,9 @@ class Router:
             call.deadline = self.loop.time() + timeout_ms / 1000.0
             call.timer = self.loop.call_at(call.deadline, self._expire, call)
         call.credit = call.options.credit or DEFAULT_STREAM_CREDIT
+        wait = call.options.wait_for_node_s
+        if wait > 0:
+            call.wait_until = self.loop.time() + wait
         self._note_args(call)
         if not call.finished:
             self._route(call)
@@ -225,11 +228,17 @@ class Router:
             return
         queue = self._queues.setdefault(call.function, deque())
         if len(queue) >= self.config.max_queue:
+            if not queue:
+                del self._queues[call.function]
+            busy = (
+                f"all {eligible} eligible node(s) for {call.function!r} are busy"
+                if eligible
+                else f"no node for {call.function!r} has connected yet"
+            )
             self._fail(
                 call,
                 _R.ERROR_REASON_QUEUE_FULL,
-                f"all {eligible} eligible node(s) for {call.function!r} are busy and "
-                f"{len(queue)} calls are already waiting "
+                f"{busy} and {len(queue)} calls are already waiting "
                 f"(gateway max_queue={self.config.max_queue})",
             )
             return
@@ -247,6 +256,10 @@ class Router:
         if pinned:
             node = self.registry.get(pinned)
             if node is None:
+                if call.wait_until and self.loop.time() < call.wait_until:
+                    if call.wait_timer is None:
+                        call.wait_timer = self.loop.call_at(call.wait_until, self._wait_over, call)
+                    return [], 0
                 self._fail(
                     call, _R.ERROR_REASON_NODE_NOT_FOUND, f"node {pinned!r} is not connected"
                 )
@@ -257,6 +270,12 @@ class Router:
         free, eligible = partition(candidates, function, call.options, bool(pinned))
         if eligible:
             return free, eligible
+        if call.wait_until and self.loop.time() < call.wait_until:
+            # Asked to wait for a node: queue it; joining nodes pump the queue,
+            # and when the wait ends it is checked once more, then refused.
+            if call.wait_timer is None:
+                call.wait_timer = self.loop.call_at(call.wait_until, self._wait_over, call)
+            return [], 0
         reasons = [
             f"{node.node_id}: {exclusion_reason(node, function, call.options, bool(pinned))}"
             for node in candidates
@@ -307,6 +326,16 @@ class Router:
             chunk.data = args[index]
             chunk.more = index + 1 < len(args) or not call.args_complete
             link.send(more_frame, len(args[index]))
+
+    def _wait_over(self, call: Call) -> None:
+        """The call's wait for a node ended: route it now or refuse it."""
+        call.wait_timer = None
+        call.wait_until = 0.0
+        if call.finished or not call.queued:
+            return
+        split = self._candidates(call)  # refuses it, with reasons, if no node fits
+        if split is not None:
+            self._pump(call.function)
 
     def _pump(self, function: str) -> None:
         """Starts queued calls of ``function`` that can run now, in FIFO order."""
@@ -451,6 +480,9 @@ class Router:
         if call.timer is not None:
             call.timer.cancel()
             call.timer = None
+        if call.wait_timer is not None:
+            call.wait_timer.cancel()
+            call.wait_timer = None
         if call.queued:
             queue = self._queues.get(call.function)
             if queue is not None:
@@ -458,6 +490,8 @@ class Router:
                     queue.remove(call)
                 except ValueError:
                     pass
+                if not queue:
+                    del self._queues[call.function]
             call.queued = False
         call.args = []
         call.sink.call_finished(call)
