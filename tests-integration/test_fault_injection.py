@@ -9,6 +9,7 @@ settings (suspect after 3 intervals, dropped after ``node_timeout``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -373,22 +374,23 @@ def test_isolated_runaway_function_is_killed_at_its_deadline_and_replaced(
             client.call("fail", "isolated boom")
 
 
-def test_cancelling_an_isolated_call_kills_its_child(cluster: Cluster) -> None:
+def test_cancelling_an_isolated_call_kills_its_child(cluster: Cluster, tmp_path: Path) -> None:
     cluster.start_node("node-a", "1", "process")
     cluster.wait_for_nodes(["node-a"])
+    started = Path(str(tmp_path / "coop") + ".started")
 
     async def scenario() -> int:
         async with AsyncClient(cluster.address) as client:
-            child: int = await client.call("pid")
-            task = asyncio.ensure_future(client.call("spin", 3600.0))
+            # In a child, `cancelled` never turns True: only a kill stops it.
+            task = asyncio.ensure_future(client.call("cooperative", 3600.0, str(tmp_path / "coop")))
             deadline = time.monotonic() + 10
-            while not (await client.get_node_status("node-a")).in_flight:
+            while not started.exists():
                 assert time.monotonic() < deadline, "call never started"
                 await asyncio.sleep(0.02)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            return child
+            return int(started.read_text().split()[1])
 
     child = asyncio.run(scenario())
     wait_until(lambda: not _alive(child), 5, "the cancelled call's child to be gone")
@@ -410,6 +412,10 @@ def test_cancelling_a_submitted_future_cancels_the_call_on_the_node(
     cluster.start_node("node-a", "1")
     cluster.wait_for_nodes(["node-a"])
     marker = tmp_path / "coop"
+    # A future keeps its client alive: nothing else refers to this one.
+    orphan = Client(cluster.address).submit("inc", 1)
+    gc.collect()
+    assert orphan.result(timeout=10) == (2, "node-a")
     with Client(cluster.address) as client:
         assert client.submit("inc", 41).result(timeout=10) == (42, "node-a")
         future = client.submit("cooperative", 20.0, str(marker))

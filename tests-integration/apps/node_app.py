@@ -128,7 +128,7 @@ def cooperative(seconds: float, marker: str) -> str:
     """Polls the cancellation flag; writes how it ended to ``marker``."""
     context = current_call()
     assert context is not None
-    _mark(marker + ".started", node_id)
+    _mark(marker + ".started", f"{node_id} {os.getpid()}")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if context.cancelled:

@@ -145,13 +145,16 @@ def test_an_unmeasured_node_gets_one_probe_not_a_burst() -> None:
         assert _pick([known, new], strategy).node_id == "new"  # untried: try it
         new.functions["f"].in_flight = 1  # its first call is still running
         assert {_pick([known, new], strategy).node_id for _ in range(4)} == {"known"}
-        # Once answered, its measurement decides.
+        # Its first answer is a warm-up: it does not count, the node is tried
+        # once more; from the second answer on its latency decides.
         new.functions["f"].in_flight = 0
-        new.functions["f"].record_latency(400.0)  # warm-up sample stands in
-        assert _pick([known, new], strategy).node_id == "known"
-        new.functions["f"].record_latency(20.0)  # the second replaces it
+        new.functions["f"].record_latency(400.0)
+        assert _pick([known, new], strategy).node_id == "new"
+        new.functions["f"].record_latency(20.0)
         assert new.functions["f"].latency_ms == 20.0
         assert _pick([known, new], strategy).node_id == "new"
+        new.functions["f"].record_latency(500.0)  # it slowed down: averaged in
+        assert _pick([known, new], strategy).node_id == "known"
 
 
 def test_nodes_all_probing_still_alternate() -> None:
@@ -159,3 +162,11 @@ def test_nodes_all_probing_still_alternate() -> None:
     a.functions["f"].in_flight = b.functions["f"].in_flight = 1
     order = [_pick([a, b], common_pb2.STRATEGY_LATENCY_BASED).node_id for _ in range(4)]
     assert order == ["a", "b", "a", "b"]
+
+
+def test_a_node_that_only_failed_does_not_attract_calls() -> None:
+    for strategy in (common_pb2.STRATEGY_LATENCY_BASED, common_pb2.STRATEGY_SMART_ADAPTIVE):
+        broken, working = node("broken"), node("working")
+        broken.functions["f"].failed = 3  # never answered successfully
+        measure(working, 50.0)
+        assert {_pick([broken, working], strategy).node_id for _ in range(4)} == {"working"}

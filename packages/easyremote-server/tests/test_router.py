@@ -201,3 +201,18 @@ def test_exactly_one_outcome_reaches_the_caller() -> None:
         assert a.in_flight == 0
 
     run(scenario)
+
+
+def test_a_draining_node_fails_the_calls_queued_only_for_it() -> None:
+    def scenario(registry: Registry, router: Router, sink: Sink) -> None:
+        a, _ = add_node(registry, router, "a", slots=1)
+        start(router, sink, 1, node_id="a")
+        start(router, sink, 2, node_id="a")  # queued behind call 1
+        assert router.queued("f") == 1
+        a.state = client_pb2.NODE_STATE_DRAINING
+        router.node_draining(a)
+        assert router.queued("f") == 0
+        assert [r.error.reason for r in sink.results] == [_R.ERROR_REASON_NO_AVAILABLE_NODES]
+        assert "draining" in sink.results[0].error.message
+
+    run(scenario)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -193,7 +193,16 @@ class Client:
             raise GatewayUnavailableError("client is closed")
         options = self._async.plain_options(function)
         payload = dump_arguments(function, args, kwargs)
-        return submit(self._async.invoke_and_load(options, payload))
+        future = submit(self._submitted(options, payload))
+        # The future keeps this client (and so its connection) alive until done.
+        future.add_done_callback(_keep_alive(self))
+        return future
+
+    async def _submitted(self, options: client_pb2.CallOptions, payload: bytes) -> Any:
+        # Yield once first: a cancel() right after submit() then lands before
+        # anything is sent, instead of after the start frame went out.
+        await asyncio.sleep(0)
+        return await self._async.invoke_and_load(options, payload)
 
     def call_node(self, node_id: str, function: str, /, *args: Any, **kwargs: Any) -> Any:
         """Calls ``function`` on the node ``node_id`` only."""
@@ -280,3 +289,11 @@ class Client:
 async def _close_at_exit(client: Client) -> None:
     client._closed = True
     await client._async.close()
+
+
+def _keep_alive(client: Client) -> Callable[[concurrent.futures.Future[Any]], None]:
+    def done(_: concurrent.futures.Future[Any]) -> None:
+        del client_ref[:]
+
+    client_ref = [client]
+    return done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
@@ -59,6 +60,11 @@ class Execution:
         self._credit = execute.credit
         self._credit_event = asyncio.Event()
         self._gen_lock = threading.Lock()
+        # Hand-off of a sync generator created on a worker thread, in case the
+        # call is cancelled while it is being created.
+        self._start_lock = threading.Lock()
+        self._start_abandoned = False
+        self._started: Generator[Any, None, None] | IsolatedGenerator | None = None
         self._cancel_reason = ""
         self._on_done = on_done
         self._done = False
@@ -271,9 +277,19 @@ class Execution:
         return self._dumps_sync(value)
 
     async def _stream_sync(self, payload: bytes) -> None:
-        gen: Generator[Any, None, None] | IsolatedGenerator = await self._pool.run(
-            self._start_generator, payload
-        )
+        try:
+            gen: Generator[Any, None, None] | IsolatedGenerator = await self._pool.run(
+                self._start_generator, payload
+            )
+        except asyncio.CancelledError:
+            # The worker may still be creating the generator: make sure it is
+            # closed (its `finally` run, its child process freed) when it exists.
+            with self._start_lock:
+                self._start_abandoned = True
+                started, self._started = self._started, None
+            if started is not None:
+                self._close_later(started)
+            raise
         finished = False
         try:
             while True:
@@ -286,11 +302,25 @@ class Execution:
                 await self._send_payload(_K.RESULT_KIND_ITEM, data)
         finally:
             if not finished:
-                # Runs the generator's `finally` once its current step returns.
-                self._pool.submit(lambda: self._close_generator(gen))
+                self._close_later(gen)
         self._send_end()
 
+    def _close_later(self, gen: Generator[Any, None, None] | IsolatedGenerator) -> None:
+        """Runs the generator's `finally` once its current step returns."""
+        with contextlib.suppress(RuntimeError):  # the node's pool is already shut down
+            self._pool.submit(lambda: self._close_generator(gen))
+
     def _start_generator(self, payload: bytes) -> Generator[Any, None, None] | IsolatedGenerator:
+        gen = self._create_generator(payload)
+        with self._start_lock:
+            abandoned = self._start_abandoned
+            if not abandoned:
+                self._started = gen
+        if abandoned:
+            self._close_generator(gen)
+        return gen
+
+    def _create_generator(self, payload: bytes) -> Generator[Any, None, None] | IsolatedGenerator:
         isolated = self.function.isolated
         if isolated is not None:
             return isolated.start_generator(

@@ -114,10 +114,15 @@ _PROBING = 1e12
 
 
 def _observed_latency(stats: FunctionStats) -> float:
-    """The latency to rank by: 0 (untried, so try it), the probe rank, or ms."""
-    if stats.samples:
+    """The latency to rank by: 0 (untried, so try it), the probe rank, or ms.
+
+    A node whose calls of the function only ever failed has no latency
+    either, but is not "untried": it ranks with the probing ones, after every
+    node that has answered, so a broken node cannot attract the traffic.
+    """
+    if stats.measured:
         return stats.latency_ms
-    return _PROBING if stats.in_flight else 0.0
+    return _PROBING if stats.in_flight or stats.failed else 0.0
 
 
 def _latency(node: NodeRecord, stats: FunctionStats) -> float:

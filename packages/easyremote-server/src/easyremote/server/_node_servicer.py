@@ -126,6 +126,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         elif kind == "draining":
             record.state = client_pb2.NODE_STATE_DRAINING
             logger.info("node %s is draining: %s", record.node_id, frame.draining.reason)
+            self._router.node_draining(record)
 
     async def _read_hello(
         self,

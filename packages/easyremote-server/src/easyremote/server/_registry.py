@@ -35,19 +35,22 @@ class FunctionStats:
     failed: int = 0
     latency_ms: float = 0.0
     # Successful calls timed so far. The first one pays for warm-up (thread
-    # start, imports, caches): it stands in until the second replaces it,
-    # and the average starts from there.
+    # start, imports, caches) and is not averaged in: one slow first call must
+    # not make a node look slow, or identical nodes would stop alternating.
     samples: int = 0
     # Dispatch sequence number of the last call sent here; lower = used less
     # recently. Ties between equally good nodes go to the least recent.
     last_dispatch: int = 0
 
     def record_latency(self, elapsed_ms: float) -> None:
-        if self.samples == 1:
-            self.latency_ms = elapsed_ms
-        else:
+        if self.samples:
             self.latency_ms = ewma(self.latency_ms, elapsed_ms)
         self.samples += 1
+
+    @property
+    def measured(self) -> bool:
+        """True once a latency beyond the warm-up call is known."""
+        return self.samples > 1
 
     def __post_init__(self) -> None:
         # Plain attributes: routing reads them for every node on every call.

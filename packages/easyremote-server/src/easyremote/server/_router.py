@@ -131,6 +131,11 @@ class Router:
         for function in node.functions:
             self._pump(function)
 
+    def node_draining(self, node: NodeRecord) -> None:
+        """``node`` takes no new calls: queued calls only it could take fail now."""
+        for function in node.functions:
+            self._fail_unroutable_queued(function)
+
     def node_available(self, node: NodeRecord) -> None:
         """Something freed up on ``node``: start calls waiting for it."""
         for function in node.functions:
