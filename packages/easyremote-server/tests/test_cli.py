@@ -222,3 +222,33 @@ def test_cli_imports_no_cloudpickle_or_psutil() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.fixture()
+def own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("EASYREMOTE_HOME", str(home))
+    return home
+
+
+def test_banner_says_how_remote_peers_authenticate(own_home: Path) -> None:
+    with Server(port=0, host="0.0.0.0", tls_self_signed=True) as gateway:
+        text = server_cli.banner(gateway, "smart_adaptive")
+        fingerprint = gateway.tls_fingerprint
+    assert fingerprint and f"TLS certificate SHA-256 fingerprint: {fingerprint}" in text
+    assert "Authentication: tokens (local token file)" in text
+    assert str(own_home / "credentials.json") in text
+    assert f"export EASYREMOTE_TLS_FINGERPRINT={fingerprint}" in text
+    with Server(port=0, auth=False) as open_gateway:
+        assert "Authentication: OFF" in server_cli.banner(open_gateway, "smart_adaptive")
+
+
+def test_exposed_bind_without_tls_is_one_clear_error(own_home: Path) -> None:
+    result = CliRunner().invoke(server_cli.server_command, ["--host", "0.0.0.0", "--port", "0"])
+    assert result.exit_code == 1
+    assert "without TLS" in result.output and "--tls-self-signed" in result.output
+    result = CliRunner().invoke(
+        server_cli.server_command,
+        ["--port", "0", "--no-auth", "--tls-self-signed", "--tls-key", __file__],
+    )
+    assert result.exit_code == 2  # a key without a certificate is a usage error
