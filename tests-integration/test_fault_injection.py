@@ -62,6 +62,15 @@ def _state(client: Client, node_id: str) -> str | None:
     return next((n.state for n in client.list_nodes() if n.node_id == node_id), None)
 
 
+def _running_on_one(
+    client: Client, pool: ThreadPoolExecutor, function: str, seconds: float, marker: Path
+) -> tuple[Future[Any], str, str]:
+    """Starts ``function(seconds, marker)``; (its future, the node running it, the other)."""
+    future = pool.submit(client.call, function, seconds, str(marker))
+    victim = _started_on(marker)
+    return future, victim, "node-b" if victim == "node-a" else "node-a"
+
+
 # ------------------------------------------------------------------- failover
 
 
@@ -71,12 +80,10 @@ def test_sigkill_mid_call_reruns_an_idempotent_call_on_another_node(
     nodes = _two_nodes(cluster)
     marker = tmp_path / "started"
     with Client(cluster.address) as client, ThreadPoolExecutor(1) as pool:
-        future = pool.submit(client.call, "nap_where", 1.0, str(marker))
-        victim = _started_on(marker)
+        future, victim, survivor = _running_on_one(client, pool, "nap_where", 1.0, marker)
         killed_at = time.monotonic()
         nodes[victim].signal(signal.SIGKILL)
         node_id, attempt = future.result(timeout=15)
-        survivor = "node-b" if victim == "node-a" else "node-a"
         assert (node_id, attempt) == (survivor, 2)
         # The re-run took one nap, not a timeout: the loss was noticed at once.
         assert time.monotonic() - killed_at < 5.0
@@ -90,8 +97,7 @@ def test_sigkill_mid_call_of_a_non_idempotent_function_says_outcome_unknown(
     nodes = _two_nodes(cluster)
     marker = tmp_path / "started"
     with Client(cluster.address) as client, ThreadPoolExecutor(1) as pool:
-        future = pool.submit(client.call, "nap_once", 5.0, str(marker))
-        victim = _started_on(marker)
+        future, victim, _ = _running_on_one(client, pool, "nap_once", 5.0, marker)
         nodes[victim].signal(signal.SIGKILL)
         with pytest.raises(NodeLostError, match="outcome unknown") as caught:
             future.result(timeout=15)
@@ -151,9 +157,7 @@ def test_sigstopped_node_is_avoided_then_dropped_and_its_call_rerun(
     nodes = _two_nodes(cluster)
     marker = tmp_path / "started"
     with Client(cluster.address) as client, ThreadPoolExecutor(1) as pool:
-        future = pool.submit(client.call, "nap_where", 1.0, str(marker))
-        victim = _started_on(marker)
-        survivor = "node-b" if victim == "node-a" else "node-a"
+        future, victim, survivor = _running_on_one(client, pool, "nap_where", 1.0, marker)
         nodes[victim].signal(signal.SIGSTOP)
         try:
             stopped_at = time.monotonic()
@@ -215,9 +219,7 @@ def test_sigterm_drains_the_node_finishes_its_call_and_exits_zero(
     nodes = _two_nodes(cluster)
     marker = tmp_path / "started"
     with Client(cluster.address) as client, ThreadPoolExecutor(1) as pool:
-        future = pool.submit(client.call, "nap_where", 1.5, str(marker))
-        victim = _started_on(marker)
-        survivor = "node-b" if victim == "node-a" else "node-a"
+        future, victim, survivor = _running_on_one(client, pool, "nap_where", 1.5, marker)
         nodes[victim].signal(signal.SIGTERM)
         wait_until(lambda: _state(client, victim) in ("draining", None), 10, f"{victim} draining")
         # No new calls go to the draining node.

@@ -26,7 +26,12 @@ from easyremote.server._limits import PeerLimits, RegistrationLimits
 from easyremote.server._node_servicer import NodeServicer
 from easyremote.server._registry import Registry
 from easyremote.server._router import Router, RouterConfig
-from easyremote.server._security import AuthInterceptor, GatewayTokens, resolve_tokens
+from easyremote.server._security import (
+    AuthInterceptor,
+    GatewayTokens,
+    check_token_arguments,
+    resolve_tokens,
+)
 from easyremote.server._tls import (
     fingerprint_of_pem,
     load_or_create_self_signed,
@@ -117,10 +122,9 @@ class Server:
             raise ValueError("pass both tls_cert_file and tls_key_file, or neither")
         if tls_self_signed and tls_cert_file:
             raise ValueError("pass tls_self_signed=True or certificate files, not both")
-        if auth and (token or client_token or node_token):
-            resolve_tokens(auth, token, client_token, node_token)  # argument errors now
-        elif not auth and (token or client_token or node_token):
-            raise ValueError("tokens were given but auth=False turns authentication off")
+        # Contradictions fail here; tokens themselves are looked up at start
+        # (environment, local file), so constructing a Server writes nothing.
+        check_token_arguments(auth, token, client_token, node_token)
         self._auth = auth
         self._token_args = (token, client_token, node_token)
         self._tls_files = (tls_cert_file, tls_key_file) if tls_cert_file and tls_key_file else None

@@ -65,6 +65,16 @@ class GatewayTokens:
         return frozenset(roles)
 
 
+def check_token_arguments(
+    auth: bool, token: str | None, client_token: str | None, node_token: str | None
+) -> None:
+    """Raises ValueError for token arguments that contradict each other."""
+    if not auth and (token or client_token or node_token):
+        raise ValueError("tokens were given but auth=False turns authentication off")
+    if token and (client_token or node_token):
+        raise ValueError("pass either token= (both roles) or client_token=/node_token=")
+
+
 def resolve_tokens(
     auth: bool, token: str | None, client_token: str | None, node_token: str | None
 ) -> GatewayTokens:
@@ -73,12 +83,9 @@ def resolve_tokens(
 
     ``token=`` is one credential for both roles: allowed because asked for.
     """
+    check_token_arguments(auth, token, client_token, node_token)
     if not auth:
-        if token or client_token or node_token:
-            raise ValueError("tokens were given but auth=False turns authentication off")
         return GatewayTokens()
-    if token and (client_token or node_token):
-        raise ValueError("pass either token= (both roles) or client_token=/node_token=")
     if token:
         return GatewayTokens(token, token, "token= (one credential for both roles)")
     client = client_token or os.environ.get(ENV_CLIENT_TOKEN) or ""
