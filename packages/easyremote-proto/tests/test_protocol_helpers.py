@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
 
 import grpc
 import pytest
 
 from easyremote.proto import (
     CHUNK_SIZE,
+    DataChunk,
     Outbox,
     OutboxClosedError,
     reason_from_status,
@@ -17,7 +20,7 @@ from easyremote.proto import (
     strategy_name,
 )
 from easyremote.proto.errors import REASON_TO_STATUS
-from easyremote.proto.framing import INLINE_PAYLOAD_BYTES, iter_chunks
+from easyremote.proto.framing import INLINE_PAYLOAD_BYTES, split_payload
 from easyremote.proto.v1 import common_pb2
 
 
@@ -46,16 +49,18 @@ def test_status_without_metadata_maps_to_a_general_reason() -> None:
     "size",
     [0, 1, CHUNK_SIZE + 1, INLINE_PAYLOAD_BYTES, INLINE_PAYLOAD_BYTES + 1, 3 * CHUNK_SIZE + 7],
 )
-def test_chunks_reassemble_exactly_and_flag_the_last(size: int) -> None:
+def test_payloads_split_into_inline_bytes_or_uncopied_chunks(size: int) -> None:
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    pieces = list(iter_chunks(data))
-    assert b"".join(piece for piece, _ in pieces) == data
-    assert [more for _, more in pieces] == [True] * (len(pieces) - 1) + [False]
+    inline, pieces = split_payload(data)
+    assert inline + b"".join(pieces) == data
     if size <= INLINE_PAYLOAD_BYTES:
-        assert len(pieces) == 1
+        assert inline is data
+        assert pieces == []
     else:
-        assert all(len(piece) <= CHUNK_SIZE for piece, _ in pieces)
+        assert inline == b""
+        assert all(len(piece) <= CHUNK_SIZE for piece in pieces)
         assert len(pieces) == -(-size // CHUNK_SIZE)
+        assert all(piece.obj is data for piece in pieces)  # views, not copies
 
 
 def test_strategy_names() -> None:
@@ -66,17 +71,31 @@ def test_strategy_names() -> None:
         strategy_from_name("fastest")
 
 
+class _ListCodec:
+    """Stands in for a StreamCodec: envelopes are lists, chunks are tagged tuples."""
+
+    def encode_frames(self, frames: Sequence[Any]) -> Any:
+        return list(frames)
+
+    def encode_chunk(self, chunk: DataChunk) -> Any:
+        return ("chunk", chunk.call_id, bytes(chunk.data), chunk.more)
+
+
+def _outbox(write: Any, **limits: int) -> Outbox[int]:
+    return Outbox(cast(Any, _ListCodec()), write, **limits)
+
+
 def test_outbox_coalesces_frames_queued_during_a_write() -> None:
-    async def scenario() -> list[list[int]]:
-        written: list[list[int]] = []
+    async def scenario() -> list[Any]:
+        written: list[Any] = []
         release = asyncio.Event()
 
-        async def write(batch: list[int]) -> None:
-            written.append(batch)
+        async def write(message: Any) -> None:
+            written.append(message)
             if len(written) == 1:
                 await release.wait()
 
-        outbox: Outbox[int, list[int]] = Outbox(list, write)
+        outbox = _outbox(write)
         runner = asyncio.ensure_future(outbox.run())
         outbox.put(1)
         await asyncio.sleep(0)  # let the writer take frame 1 and block in write()
@@ -92,6 +111,28 @@ def test_outbox_coalesces_frames_queued_during_a_write() -> None:
     assert asyncio.run(scenario()) == [[1], [2, 3, 4]]
 
 
+def test_outbox_sends_each_data_chunk_as_a_message_of_its_own() -> None:
+    async def scenario() -> list[Any]:
+        written: list[Any] = []
+
+        async def write(message: Any) -> None:
+            written.append(message)
+
+        outbox = _outbox(write)
+        for item in (1, 2, DataChunk(7, b"ab", True), DataChunk(7, b"c", False), 3):
+            outbox.put(item)
+        outbox.close()
+        await asyncio.wait_for(outbox.run(), 5)
+        return written
+
+    assert asyncio.run(scenario()) == [
+        [1, 2],
+        ("chunk", 7, b"ab", True),
+        ("chunk", 7, b"c", False),
+        [3],
+    ]
+
+
 def test_outbox_limits_envelope_bytes_and_blocks_bulk_producers() -> None:
     async def scenario() -> tuple[list[int], bool]:
         sizes: list[int] = []
@@ -101,9 +142,7 @@ def test_outbox_limits_envelope_bytes_and_blocks_bulk_producers() -> None:
             await gate.wait()
             sizes.append(sum(batch))
 
-        outbox: Outbox[int, list[int]] = Outbox(
-            list, write, max_envelope_bytes=10, high_water_bytes=25
-        )
+        outbox = _outbox(write, max_envelope_bytes=10, high_water_bytes=25)
         runner = asyncio.ensure_future(outbox.run())
         outbox.put(10, 10)
         await asyncio.sleep(0)  # the writer takes it and waits at the gate

@@ -29,16 +29,16 @@ from easyremote.client._errors import (
     error_from_wire,
 )
 from easyremote.client._serialization import local_versions
-from easyremote.proto import Outbox, OutboxClosedError, channel_options
+from easyremote.proto import DataChunk, Outbox, OutboxClosedError, channel_options
 from easyremote.proto.credentials import (
     ROLE_CLIENT,
     CredentialsError,
     auth_metadata,
     resolve_token,
 )
-from easyremote.proto.framing import iter_chunks
+from easyremote.proto.framing import split_payload
 from easyremote.proto.memory import tune_allocator
-from easyremote.proto.outbox import frames_packer
+from easyremote.proto.streams import CLIENT_TO_GATEWAY, GATEWAY_TO_CLIENT, SESSION_METHOD
 from easyremote.proto.tls import TlsSettings, open_channel, refuse_plaintext_token
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
 
@@ -53,8 +53,7 @@ Metadata = tuple[tuple[str, str], ...]
 STREAM_WINDOW = 16
 _END = object()
 
-
-_envelope = frames_packer(client_pb2.ClientEnvelope)
+SessionStream = aio.StreamStreamCall[bytes, "client_pb2.SessionEnvelope | DataChunk"]
 
 
 class PendingCall:
@@ -81,7 +80,7 @@ class PendingCall:
         # Streams: items (bytes), the end marker or an error. Unary calls use
         # the future alone.
         self.queue: asyncio.Queue[object] | None = asyncio.Queue() if stream else None
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
         self._kind = 0
         self.node_id = ""
         self.attempt = 0
@@ -106,7 +105,7 @@ class PendingCall:
             return False
         return self._deliver()
 
-    def on_chunk(self, chunk: common_pb2.Chunk) -> bool:
+    def on_chunk(self, chunk: DataChunk) -> bool:
         if not self._kind:
             return False
         self._parts.append(chunk.data)
@@ -117,6 +116,7 @@ class PendingCall:
     def _deliver(self) -> bool:
         parts = self._parts
         data = parts[0] if len(parts) == 1 else b"".join(parts)
+        assert isinstance(data, bytes)  # a lone part is always a header's bytes
         self._parts = []
         kind = self._kind
         self._kind = 0
@@ -139,13 +139,9 @@ class PendingCall:
 class Session:
     """One open Session stream and the calls multiplexed on it."""
 
-    def __init__(
-        self, stream: aio.StreamStreamCall[client_pb2.ClientEnvelope, client_pb2.SessionEnvelope]
-    ) -> None:
+    def __init__(self, stream: SessionStream) -> None:
         self._stream = stream
-        self.outbox: Outbox[client_pb2.ClientFrame, client_pb2.ClientEnvelope] = Outbox(
-            _envelope, stream.write
-        )
+        self.outbox: Outbox[client_pb2.ClientFrame] = Outbox(CLIENT_TO_GATEWAY, stream.write)
         self.calls: dict[int, PendingCall] = {}
         self._ids = itertools.count(1)
         self.closed = False
@@ -160,8 +156,7 @@ class Session:
         first = await asyncio.wait_for(self._stream.read(), timeout)
         if first is aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
             raise await self._ended_error()
-        assert isinstance(first, client_pb2.SessionEnvelope)
-        frames = list(first.frames)
+        frames = list(first.frames) if isinstance(first, client_pb2.SessionEnvelope) else []
         if not frames or frames[0].WhichOneof("kind") != "welcome":
             raise GatewayUnavailableError("gateway did not answer with a SessionWelcome")
         self.max_payload_bytes = frames[0].welcome.max_payload_bytes
@@ -182,8 +177,13 @@ class Session:
                 if envelope is aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
                     why = await self._ended_error()
                     break
-                assert isinstance(envelope, client_pb2.SessionEnvelope)
                 calls = self.calls
+                if isinstance(envelope, DataChunk):
+                    pending = calls.get(envelope.call_id)
+                    if pending is not None and pending.on_chunk(envelope):
+                        del calls[envelope.call_id]
+                    continue
+                assert isinstance(envelope, client_pb2.SessionEnvelope)
                 for frame in envelope.frames:
                     kind = frame.WhichOneof("kind")
                     if kind == "result":
@@ -191,10 +191,12 @@ class Session:
                         pending = calls.get(result.call_id)
                         if pending is not None and pending.on_result(result):
                             del calls[result.call_id]
-                    elif kind == "chunk":
+                    elif kind == "chunk":  # from a peer that coalesces chunks
                         chunk = frame.chunk
                         pending = calls.get(chunk.call_id)
-                        if pending is not None and pending.on_chunk(chunk):
+                        if pending is not None and pending.on_chunk(
+                            DataChunk(chunk.call_id, chunk.data, chunk.more)
+                        ):
                             del calls[chunk.call_id]
         except asyncio.CancelledError:
             why = GatewayUnavailableError("client closed")
@@ -240,22 +242,17 @@ class Session:
         start = frame.start
         start.call_id = call_id
         start.options.CopyFrom(options)
-        pieces = iter_chunks(payload)
-        first, more = next(pieces)
-        start.data = first
-        start.more = more
+        inline, pieces = split_payload(payload)
+        start.data = inline
+        start.more = bool(pieces)
         try:
-            if not more:
-                self.outbox.put(frame, len(first))
+            if not pieces:
+                self.outbox.put(frame, len(inline))
                 return pending
-            await self.outbox.put_wait(frame, len(first))
-            for piece, more in pieces:
-                chunk_frame = client_pb2.ClientFrame()
-                chunk = chunk_frame.chunk
-                chunk.call_id = call_id
-                chunk.data = piece
-                chunk.more = more
-                await self.outbox.put_wait(chunk_frame, len(piece))
+            self.outbox.put(frame)
+            last = len(pieces) - 1
+            for index, piece in enumerate(pieces):
+                await self.outbox.put_wait(DataChunk(call_id, piece, index < last), len(piece))
         except OutboxClosedError:
             self.calls.pop(call_id, None)
             raise GatewayUnavailableError(
@@ -388,8 +385,16 @@ class Connection:
             if attempt:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            stub, metadata = await self.stub()
-            session = Session(stub.Session(None, metadata=metadata))
+            await self.stub()
+            assert self._channel is not None
+            # Registered by hand: the outbox sends encoded bytes, and replies
+            # decode with the codec that keeps payload chunks uncopied.
+            open_stream = self._channel.stream_stream(
+                SESSION_METHOD,
+                request_serializer=None,
+                response_deserializer=GATEWAY_TO_CLIENT.decode,
+            )
+            session = Session(open_stream(None, metadata=self._metadata))
             try:
                 await session.open(self.connection_timeout)
             except asyncio.TimeoutError:

@@ -36,8 +36,9 @@ from easyremote.proto.credentials import (
 )
 from easyremote.proto.memory import tune_allocator
 from easyremote.proto.runtime import close_at_exit, forget_at_exit, in_background_loop, submit
+from easyremote.proto.streams import CONNECT_METHOD, GATEWAY_TO_NODE
 from easyremote.proto.tls import open_channel, refuse_plaintext_token, resolve_tls
-from easyremote.proto.v1 import node_pb2, node_pb2_grpc
+from easyremote.proto.v1 import node_pb2
 
 logger = logging.getLogger("easyremote.node")
 
@@ -472,9 +473,14 @@ class ComputeNode:
         except CredentialsError as exc:
             raise NodeError(str(exc)) from exc
         async with channel:
-            stream = node_pb2_grpc.NodeServiceStub(channel).Connect(
-                None, metadata=auth_metadata(token)
+            # Registered by hand: the outbox sends encoded bytes, and the
+            # gateway's frames decode with the codec that keeps chunks uncopied.
+            connect = channel.stream_stream(
+                CONNECT_METHOD,
+                request_serializer=None,
+                response_deserializer=GATEWAY_TO_NODE.decode,
             )
+            stream = connect(None, metadata=auth_metadata(token))
             session = NodeSession(
                 stream, self._serving, pool, probe, self.max_concurrency, self.heartbeat_interval
             )
@@ -510,6 +516,8 @@ class ComputeNode:
             if reason in _FATAL_REASONS:
                 raise NodeError(f"gateway refused node {self.node_id!r}: {details}")
             raise ConnectionError(f"gateway closed the stream: {code} {details}")
+        if not isinstance(first, node_pb2.GatewayEnvelope):
+            raise ConnectionError("gateway did not answer with a Welcome")
         welcome = None
         for frame in first.frames:
             if frame.WhichOneof("kind") == "welcome":

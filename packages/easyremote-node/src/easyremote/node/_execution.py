@@ -18,7 +18,8 @@ from easyremote.node._outcomes import failure as _failure
 from easyremote.node._outcomes import user_failure as _user_failure
 from easyremote.node._serialization import INLINE_PICKLE_BYTES
 from easyremote.node._workers import WorkerPool
-from easyremote.proto.framing import INLINE_PAYLOAD_BYTES, iter_chunks
+from easyremote.proto import DataChunk
+from easyremote.proto.framing import INLINE_PAYLOAD_BYTES, split_payload
 from easyremote.proto.v1 import common_pb2, node_pb2
 
 if TYPE_CHECKING:
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 _R = common_pb2.ErrorReason
 _K = common_pb2.ResultKind
 _DONE = object()
+# A user exception travels pickled (the caller gets the exception object) up
+# to this size, inline in its error frame; beyond it, as type, message and
+# traceback text only.
+MAX_PICKLED_EXCEPTION_BYTES = 2 << 20
 
 
 class Execution:
@@ -36,7 +41,7 @@ class Execution:
         self,
         execute: node_pb2.Execute,
         function: RegisteredFunction,
-        outbox: Outbox[node_pb2.NodeFrame, node_pb2.NodeEnvelope],
+        outbox: Outbox[node_pb2.NodeFrame],
         pool: WorkerPool,
         on_done: Callable[[Execution], None],
     ) -> None:
@@ -54,7 +59,7 @@ class Execution:
         )
         self._outbox = outbox
         self._pool = pool
-        self._parts = [execute.data]
+        self._parts: list[bytes | memoryview] = [execute.data]
         # Most calls arrive whole; only chunked arguments need an event.
         self._args_ready: asyncio.Event | None = asyncio.Event() if execute.more else None
         self._credit = execute.credit
@@ -107,6 +112,7 @@ class Execution:
         if self._done:
             return  # cancelled or expired while waiting for a worker: never start it
         payload = self._parts[0]
+        assert isinstance(payload, bytes)  # sync jobs start only with whole arguments
         self._parts = []
         try:
             outcome: bytes | _CallFailed = self._run_sync(payload)
@@ -156,7 +162,7 @@ class Execution:
 
     # ----------------------------------------------------------- from the gateway
 
-    def add_chunk(self, data: bytes, more: bool) -> None:
+    def add_chunk(self, data: bytes | memoryview, more: bool) -> None:
         if self._args_ready is None or self._args_ready.is_set():
             return
         self._parts.append(data)
@@ -225,7 +231,9 @@ class Execution:
     async def _execute(self) -> None:
         if self._args_ready is not None:
             await self._args_ready.wait()
-        payload = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        parts = self._parts
+        payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        assert isinstance(payload, bytes)  # a lone part is always the Execute's bytes
         self._parts = []
         kind = self.function.kind
         name = self.function.name
@@ -426,21 +434,16 @@ class Execution:
         result = frame.result
         result.call_id = self.call_id
         result.kind = kind  # type: ignore[assignment]
-        pieces = iter_chunks(data)
-        first, more = next(pieces)
-        result.data = first
-        result.more = more
-        if not more:
-            self._put(frame, len(first))
+        inline, pieces = split_payload(data)
+        result.data = inline
+        result.more = bool(pieces)
+        if not pieces:
+            self._put(frame, len(inline))
             return
-        await self._outbox.put_wait(frame, len(first))
-        for piece, more in pieces:
-            chunk_frame = node_pb2.NodeFrame()
-            chunk = chunk_frame.chunk
-            chunk.call_id = self.call_id
-            chunk.data = piece
-            chunk.more = more
-            await self._outbox.put_wait(chunk_frame, len(piece))
+        self._put(frame)
+        last = len(pieces) - 1
+        for index, piece in enumerate(pieces):
+            await self._outbox.put_wait(DataChunk(self.call_id, piece, index < last), len(piece))
 
     def _send_small(self, kind: int, data: bytes) -> None:
         frame = node_pb2.NodeFrame()
@@ -462,8 +465,8 @@ class Execution:
         result.call_id = self.call_id
         result.kind = _K.RESULT_KIND_ERROR
         result.error.CopyFrom(error)
-        # A pickled user exception rides along when it fits one chunk.
-        if data and len(data) <= INLINE_PAYLOAD_BYTES:
+        # A pickled user exception rides along when it is not huge.
+        if data and len(data) <= MAX_PICKLED_EXCEPTION_BYTES:
             result.data = data
         self._put(frame, len(result.data))
 

@@ -12,8 +12,8 @@ from easyremote.node._execution import Execution
 from easyremote.node._functions import RegisteredFunction
 from easyremote.node._resources import ResourceProbe
 from easyremote.node._workers import WorkerPool
-from easyremote.proto import Outbox
-from easyremote.proto.outbox import frames_packer
+from easyremote.proto import DataChunk, Outbox
+from easyremote.proto.streams import NODE_TO_GATEWAY
 from easyremote.proto.v1 import common_pb2, node_pb2
 
 logger = logging.getLogger("easyremote.node")
@@ -21,10 +21,7 @@ logger = logging.getLogger("easyremote.node")
 _R = common_pb2.ErrorReason
 _K = common_pb2.ResultKind
 
-Stream = aio.StreamStreamCall[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope]
-
-
-_envelope = frames_packer(node_pb2.NodeEnvelope)
+Stream = aio.StreamStreamCall[bytes, "node_pb2.GatewayEnvelope | DataChunk"]
 
 
 class NodeSession:
@@ -45,9 +42,7 @@ class NodeSession:
         self._probe = probe
         self._max_concurrency = max_concurrency
         self.heartbeat_interval = heartbeat_interval
-        self.outbox: Outbox[node_pb2.NodeFrame, node_pb2.NodeEnvelope] = Outbox(
-            _envelope, stream.write
-        )
+        self.outbox: Outbox[node_pb2.NodeFrame] = Outbox(NODE_TO_GATEWAY, stream.write)
         self.executions: dict[int, Execution] = {}
         self.draining = False
         self.drain_requested = asyncio.Event()
@@ -75,10 +70,9 @@ class NodeSession:
         kind = frame.WhichOneof("kind")
         if kind == "execute":
             self._start(frame.execute)
-        elif kind == "chunk":
-            execution = self.executions.get(frame.chunk.call_id)
-            if execution is not None:
-                execution.add_chunk(frame.chunk.data, frame.chunk.more)
+        elif kind == "chunk":  # from a gateway that coalesces chunks
+            chunk = frame.chunk
+            self.handle_chunk(DataChunk(chunk.call_id, chunk.data, chunk.more))
         elif kind == "credit":
             execution = self.executions.get(frame.credit.call_id)
             if execution is not None:
@@ -90,6 +84,12 @@ class NodeSession:
         elif kind == "drain":
             logger.info("gateway asked this node to drain: %s", frame.drain.reason)
             self.drain_requested.set()
+
+    def handle_chunk(self, chunk: DataChunk) -> None:
+        """A further piece of a running call's arguments."""
+        execution = self.executions.get(chunk.call_id)
+        if execution is not None:
+            execution.add_chunk(chunk.data, chunk.more)
 
     def _start(self, execute: node_pb2.Execute) -> None:
         function = self._functions.get(execute.function)
@@ -165,6 +165,9 @@ class NodeSession:
             envelope = await self._stream.read()
             if envelope is aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks aio.EOF
                 return
+            if isinstance(envelope, DataChunk):
+                self.handle_chunk(envelope)
+                continue
             assert isinstance(envelope, node_pb2.GatewayEnvelope)
             for frame in envelope.frames:
                 self.handle(frame)

@@ -2,8 +2,8 @@
 
 Generated gRPC/protobuf modules live in :mod:`easyremote.proto.v1`; this package
 adds only thin, dependency-free helpers every role needs to speak the protocol
-the same way: the error table, transport settings, payload framing and the
-coalescing outbox.
+the same way: the error table, transport settings, payload framing, the stream codecs
+and the coalescing outbox.
 
 Users of EasyRemote never touch these; they use ``easyremote.client``,
 ``easyremote.node`` and ``easyremote.server``.
@@ -15,13 +15,14 @@ import os as _os
 # at INFO to stderr; users should see errors only unless they ask for more.
 _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+from easyremote.proto.codec import DataChunk, StreamCodec
 from easyremote.proto.errors import (
     REASON_METADATA_KEY,
     metadata_reason,
     reason_from_status,
     status_for_reason,
 )
-from easyremote.proto.framing import CHUNK_SIZE, INLINE_PAYLOAD_BYTES, iter_chunks
+from easyremote.proto.framing import CHUNK_SIZE, INLINE_PAYLOAD_BYTES, split_payload
 from easyremote.proto.names import (
     STRATEGY_BY_NAME,
     node_state_name,
@@ -40,6 +41,7 @@ from easyremote.proto.version import __version__
 
 __all__ = [
     "CHUNK_SIZE",
+    "DataChunk",
     "INLINE_PAYLOAD_BYTES",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
@@ -47,14 +49,15 @@ __all__ = [
     "Outbox",
     "OutboxClosedError",
     "STRATEGY_BY_NAME",
+    "StreamCodec",
     "__version__",
     "channel_options",
-    "iter_chunks",
     "metadata_reason",
     "node_state_name",
     "python_version",
     "reason_from_status",
     "server_options",
+    "split_payload",
     "strategy_from_name",
     "strategy_name",
     "status_for_reason",

@@ -1,30 +1,29 @@
-"""Payload framing: how large byte strings are cut into chunks."""
+"""Payload framing: when a payload rides in its header frame, and how larger ones are cut."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 # 1 MiB chunks pipeline well over HTTP/2 (measured: 64 MiB echoed 3x faster than
 # as one message) and keep every gRPC message far below the 8 MiB limit.
 CHUNK_SIZE = 1 << 20
-# Payloads up to this size travel in their header frame alone: cutting a
-# 1 MiB-and-a-bit pickle into 1 MiB plus a few bytes would cost a second
-# message on every hop for nothing.
-INLINE_PAYLOAD_BYTES = 2 * CHUNK_SIZE
+# Payloads up to this size travel inside their header frame (one message per
+# hop, best for small calls). Larger ones go as an empty header followed by
+# chunk messages, which every hop relays without copying them through
+# protobuf: above roughly this size the copies saved outweigh the extra
+# message (measured on the W3 echo).
+INLINE_PAYLOAD_BYTES = 256 << 10
 
 
-def iter_chunks(data: bytes) -> Iterator[tuple[bytes, bool]]:
-    """Yields ``(piece, more)`` for a payload, ``more`` telling whether another follows.
+def split_payload(data: bytes) -> tuple[bytes, list[memoryview]]:
+    """Splits a payload into what its header frame carries and the chunks after it.
 
-    A payload up to ``INLINE_PAYLOAD_BYTES`` (empty ones included) is one
-    piece, because every payload is announced by a header frame that carries
-    its first piece. Larger ones are cut lazily into ``CHUNK_SIZE`` pieces.
+    Returns:
+        ``(inline, pieces)``: a payload up to ``INLINE_PAYLOAD_BYTES`` (empty
+        ones included) is all ``inline`` with no pieces; a larger one has an
+        empty ``inline`` and ``CHUNK_SIZE`` views of ``data`` (no copies) as
+        pieces. The header's ``more`` flag is ``bool(pieces)``.
     """
     size = len(data)
     if size <= INLINE_PAYLOAD_BYTES:
-        yield data, False
-        return
+        return data, []
     view = memoryview(data)
-    for start in range(0, size, CHUNK_SIZE):
-        end = start + CHUNK_SIZE
-        yield bytes(view[start:end]), end < size
+    return b"", [view[start : start + CHUNK_SIZE] for start in range(0, size, CHUNK_SIZE)]

@@ -20,6 +20,8 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from easyremote.proto.memory import tune_allocator
+
 T = TypeVar("T")
 
 _lock = threading.Lock()
@@ -125,6 +127,8 @@ def background_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         alive = _thread is not None and _thread.is_alive() and _pid == os.getpid()
         if _loop is None or not alive or _loop.is_closed():
+            # Before the thread exists: allocator limits bind new threads only.
+            tune_allocator()
             _loop = new_event_loop()
             _thread = threading.Thread(
                 target=_serve, args=(_loop,), name="easyremote-loop", daemon=True

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from easyremote.proto import DataChunk
 from easyremote.proto.v1 import client_pb2, common_pb2
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ class ResultSink(Protocol):
     def send_result(self, result: common_pb2.CallResult) -> None:
         """Delivers an outcome frame whose call_id is already the caller's."""
 
-    def send_chunk(self, chunk: common_pb2.Chunk) -> None:
+    def send_chunk(self, chunk: DataChunk) -> None:
         """Delivers a continuation chunk of the last outcome frame."""
 
     def call_finished(self, call: Call) -> None:
@@ -53,7 +54,7 @@ class Call:
     options: client_pb2.CallOptions
     caller_versions: common_pb2.Versions
     deadline: float | None = None
-    args: list[bytes] = field(default_factory=list)
+    args: list[bytes | memoryview] = field(default_factory=list)
     args_complete: bool = False
     args_bytes: int = 0
     # Dispatches so far (1 on the first node) and node losses survived.

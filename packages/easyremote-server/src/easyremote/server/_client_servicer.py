@@ -9,7 +9,7 @@ from itertools import count
 
 from grpc import aio
 
-from easyremote.proto import PROTOCOL_VERSION
+from easyremote.proto import PROTOCOL_VERSION, DataChunk
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
 from easyremote.server._calls import Call
 from easyremote.server._client_session import ClientSession, UnarySink
@@ -23,6 +23,9 @@ logger = logging.getLogger("easyremote.server")
 
 _R = common_pb2.ErrorReason
 HELLO_TIMEOUT_S = 10.0
+# The Session stream is registered by hand (see _handlers): requests arrive
+# decoded by the codec, replies leave as the bytes the outbox encoded.
+SessionContext = aio.ServicerContext["client_pb2.ClientEnvelope | DataChunk", bytes]
 
 
 class ClientServicer(client_pb2_grpc.ClientServiceServicer):
@@ -54,8 +57,8 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
     # context.write; the generated stub only knows the iterator form.
     async def Session(  # type: ignore[override]  # noqa: N802 - gRPC method name
         self,
-        request_iterator: AsyncIterator[client_pb2.ClientEnvelope],
-        context: aio.ServicerContext[client_pb2.ClientEnvelope, client_pb2.SessionEnvelope],
+        request_iterator: AsyncIterator[client_pb2.ClientEnvelope | DataChunk],
+        context: SessionContext,
     ) -> None:
         host = await self._peers.admit(context)
         try:
@@ -65,14 +68,18 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
 
     async def _session(
         self,
-        request_iterator: AsyncIterator[client_pb2.ClientEnvelope],
-        context: aio.ServicerContext[client_pb2.ClientEnvelope, client_pb2.SessionEnvelope],
+        request_iterator: AsyncIterator[client_pb2.ClientEnvelope | DataChunk],
+        context: SessionContext,
     ) -> None:
         try:
             first = await asyncio.wait_for(request_iterator.__anext__(), HELLO_TIMEOUT_S)
         except (StopAsyncIteration, asyncio.TimeoutError):
             await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "expected a ClientHello first")
-        if not first.frames or first.frames[0].WhichOneof("kind") != "hello":
+        if (
+            not isinstance(first, client_pb2.ClientEnvelope)
+            or not first.frames
+            or first.frames[0].WhichOneof("kind") != "hello"
+        ):
             await abort(
                 context, _R.ERROR_REASON_INVALID_ARGUMENT, "the first frame must be a ClientHello"
             )
@@ -92,7 +99,11 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         try:
             for frame in first.frames[1:]:
                 session.handle(frame)
+            handle_chunk = session.handle_chunk
             async for envelope in request_iterator:
+                if isinstance(envelope, DataChunk):
+                    handle_chunk(envelope)
+                    continue
                 for frame in envelope.frames:
                     session.handle(frame)
         finally:

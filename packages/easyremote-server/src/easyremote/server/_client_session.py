@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from easyremote.proto import Outbox, OutboxClosedError
-from easyremote.proto.outbox import frames_packer
+from easyremote.proto import DataChunk, Outbox, OutboxClosedError
+from easyremote.proto.streams import GATEWAY_TO_CLIENT
 from easyremote.proto.v1 import client_pb2, common_pb2
 from easyremote.server._calls import Call, error_result
 from easyremote.server._router import Router
@@ -14,24 +14,19 @@ _R = common_pb2.ErrorReason
 MAX_FUNCTION_NAME_LENGTH = 256
 
 
-_envelope = frames_packer(client_pb2.SessionEnvelope)
-
-
 class ClientSession:
     """Calls of one client stream, keyed by the client's call ids."""
 
     def __init__(
         self,
         router: Router,
-        write: Callable[[client_pb2.SessionEnvelope], Awaitable[object]],
+        write: Callable[[bytes], Awaitable[object]],
         versions: common_pb2.Versions,
     ) -> None:
         self._router = router
         self._versions = versions
         self.calls: dict[int, Call] = {}
-        self.outbox: Outbox[client_pb2.SessionFrame, client_pb2.SessionEnvelope] = Outbox(
-            _envelope, write
-        )
+        self.outbox: Outbox[client_pb2.SessionFrame] = Outbox(GATEWAY_TO_CLIENT, write)
         self.outbox.start()
 
     # ResultSink ------------------------------------------------------------
@@ -41,16 +36,14 @@ class ClientSession:
         frame.result.CopyFrom(result)
         self._put(frame, len(result.data))
 
-    def send_chunk(self, chunk: common_pb2.Chunk) -> None:
-        frame = client_pb2.SessionFrame()
-        frame.chunk.CopyFrom(chunk)
-        self._put(frame, len(chunk.data))
+    def send_chunk(self, chunk: DataChunk) -> None:
+        self._put(chunk, len(chunk.data))
 
     def call_finished(self, call: Call) -> None:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
 
-    def _put(self, frame: client_pb2.SessionFrame, size: int) -> None:
+    def _put(self, frame: client_pb2.SessionFrame | DataChunk, size: int) -> None:
         try:
             self.outbox.put(frame, size)
         except OutboxClosedError:
@@ -58,14 +51,19 @@ class ClientSession:
 
     # Frames from the client -------------------------------------------------
 
+    def handle_chunk(self, chunk: DataChunk) -> None:
+        """A further piece of a call's arguments."""
+        call = self.calls.get(chunk.call_id)
+        if call is not None:
+            self._router.add_args(call, chunk.data, chunk.more)
+
     def handle(self, frame: client_pb2.ClientFrame) -> None:
         kind = frame.WhichOneof("kind")
         if kind == "start":
             self._start(frame.start)
-        elif kind == "chunk":
-            call = self.calls.get(frame.chunk.call_id)
-            if call is not None:
-                self._router.add_args(call, frame.chunk.data, frame.chunk.more)
+        elif kind == "chunk":  # from a client that coalesces chunks
+            chunk = frame.chunk
+            self.handle_chunk(DataChunk(chunk.call_id, chunk.data, chunk.more))
         elif kind == "credit":
             call = self.calls.get(frame.credit.call_id)
             if call is not None:
@@ -115,7 +113,7 @@ class UnarySink:
     def __init__(self, call_id: int) -> None:
         self.call_id = call_id
         self.result: common_pb2.CallResult | None = None
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
         self.done = False
         self.waiter: Callable[[], None] | None = None
 
@@ -124,7 +122,7 @@ class UnarySink:
         self.result.CopyFrom(result)
         self._parts = [result.data]
 
-    def send_chunk(self, chunk: common_pb2.Chunk) -> None:
+    def send_chunk(self, chunk: DataChunk) -> None:
         self._parts.append(chunk.data)
 
     def call_finished(self, call: Call) -> None:

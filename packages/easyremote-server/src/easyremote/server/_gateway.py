@@ -20,8 +20,9 @@ from easyremote.proto.credentials import CredentialsError, is_loopback_host
 from easyremote.proto.memory import tune_allocator
 from easyremote.proto.runtime import close_at_exit, forget_at_exit, run_sync
 from easyremote.proto.transport import MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES
-from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
+from easyremote.proto.v1 import client_pb2, common_pb2, node_pb2
 from easyremote.server._client_servicer import ClientServicer
+from easyremote.server._handlers import add_handlers
 from easyremote.server._limits import PeerLimits, RegistrationLimits
 from easyremote.server._node_servicer import NodeServicer
 from easyremote.server._registry import Registry
@@ -268,8 +269,7 @@ class Server:
         server = aio.server(
             options=server_options(self.max_message_bytes), interceptors=interceptors
         )
-        node_pb2_grpc.add_NodeServiceServicer_to_server(self._node_servicer, server)
-        client_pb2_grpc.add_ClientServiceServicer_to_server(self._client_servicer, server)
+        add_handlers(server, self._node_servicer, self._client_servicer)
         target = (
             f"[{self.host}]:{self._requested_port}"
             if ":" in self.host

@@ -5,26 +5,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from easyremote.proto import Outbox, OutboxClosedError
-from easyremote.proto.outbox import frames_packer
+from easyremote.proto import DataChunk, Outbox, OutboxClosedError
+from easyremote.proto.streams import GATEWAY_TO_NODE
 from easyremote.proto.v1 import node_pb2
-
-_envelope = frames_packer(node_pb2.GatewayEnvelope)
 
 
 class NodeLink:
     """Queues frames for one node; a single writer task coalesces them."""
 
-    def __init__(self, write: Callable[[node_pb2.GatewayEnvelope], Awaitable[object]]) -> None:
-        self.outbox: Outbox[node_pb2.GatewayFrame, node_pb2.GatewayEnvelope] = Outbox(
-            _envelope, write
-        )
+    def __init__(self, write: Callable[[bytes], Awaitable[object]]) -> None:
+        self.outbox: Outbox[node_pb2.GatewayFrame] = Outbox(GATEWAY_TO_NODE, write)
         self.outbox.start()
         # The RPC handler serving this node; cancelling it ends the stream.
         self.handler: asyncio.Task[object] | None = asyncio.current_task()
         self.close_reason = ""
 
-    def send(self, frame: node_pb2.GatewayFrame, size: int = 0) -> None:
+    def send(self, frame: node_pb2.GatewayFrame | DataChunk, size: int = 0) -> None:
         """Queues ``frame``; dropped silently once the stream is closed.
 
         A closed stream means the node is being removed, and the router then

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from grpc import aio
 
-from easyremote.proto import PROTOCOL_VERSION
+from easyremote.proto import PROTOCOL_VERSION, DataChunk
 from easyremote.proto.v1 import client_pb2, common_pb2, node_pb2, node_pb2_grpc
 from easyremote.server._limits import PeerLimits, RegistrationLimits
 from easyremote.server._node_link import NodeLink
@@ -23,6 +23,9 @@ _R = common_pb2.ErrorReason
 # would otherwise hold resources forever.
 HELLO_TIMEOUT_S = 10.0
 MAX_NODE_ID_LENGTH = 256
+# The stream is registered by hand (see _handlers): requests arrive decoded by
+# the codec, replies leave as the bytes the outbox encoded.
+NodeContext = aio.ServicerContext["node_pb2.NodeEnvelope | DataChunk", bytes]
 
 
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):
@@ -56,8 +59,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     # context.write; the generated stub only knows the iterator form.
     async def Connect(  # type: ignore[override]  # noqa: N802 - gRPC method name
         self,
-        request_iterator: AsyncIterator[node_pb2.NodeEnvelope],
-        context: aio.ServicerContext[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope],
+        request_iterator: AsyncIterator[node_pb2.NodeEnvelope | DataChunk],
+        context: NodeContext,
     ) -> None:
         host = await self._peers.admit(context)
         try:
@@ -67,8 +70,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     async def _connect(
         self,
-        request_iterator: AsyncIterator[node_pb2.NodeEnvelope],
-        context: aio.ServicerContext[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope],
+        request_iterator: AsyncIterator[node_pb2.NodeEnvelope | DataChunk],
+        context: NodeContext,
     ) -> None:
         first = await self._read_hello(request_iterator, context)
         hello = first.frames[0].hello
@@ -98,7 +101,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         try:
             for frame in first.frames[1:]:
                 self._handle(record, frame)
+            node_chunk = self._router.node_chunk
             async for envelope in request_iterator:
+                if isinstance(envelope, DataChunk):
+                    node_chunk(record, envelope)
+                    continue
                 for frame in envelope.frames:
                     self._handle(record, frame)
         except asyncio.CancelledError:
@@ -118,8 +125,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         kind = frame.WhichOneof("kind")
         if kind == "result":
             self._router.node_result(record, frame.result)
-        elif kind == "chunk":
-            self._router.node_chunk(record, frame.chunk)
+        elif kind == "chunk":  # from a node that coalesces chunks
+            chunk = frame.chunk
+            self._router.node_chunk(record, DataChunk(chunk.call_id, chunk.data, chunk.more))
         elif kind == "heartbeat":
             record.on_heartbeat(frame.heartbeat)
             self._router.node_available(record)
@@ -130,14 +138,18 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
 
     async def _read_hello(
         self,
-        request_iterator: AsyncIterator[node_pb2.NodeEnvelope],
-        context: aio.ServicerContext[node_pb2.NodeEnvelope, node_pb2.GatewayEnvelope],
+        request_iterator: AsyncIterator[node_pb2.NodeEnvelope | DataChunk],
+        context: NodeContext,
     ) -> node_pb2.NodeEnvelope:
         try:
             first = await asyncio.wait_for(request_iterator.__anext__(), HELLO_TIMEOUT_S)
         except (StopAsyncIteration, asyncio.TimeoutError):
             await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "expected a NodeHello first")
-        if not first.frames or first.frames[0].WhichOneof("kind") != "hello":
+        if (
+            not isinstance(first, node_pb2.NodeEnvelope)
+            or not first.frames
+            or first.frames[0].WhichOneof("kind") != "hello"
+        ):
             await abort(
                 context, _R.ERROR_REASON_INVALID_ARGUMENT, "the first frame must be a NodeHello"
             )

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from easyremote.proto import DataChunk
 from easyremote.proto.v1 import common_pb2, node_pb2
 from easyremote.server._balancer import choose, exclusion_reason, partition
 from easyremote.server._calls import Call, error_result
@@ -89,7 +90,7 @@ class Router:
         if not call.finished:
             self._route(call)
 
-    def add_args(self, call: Call, data: bytes, more: bool) -> None:
+    def add_args(self, call: Call, data: bytes | memoryview, more: bool) -> None:
         """A further chunk of the call's arguments arrived."""
         if call.finished or call.args_complete:
             return
@@ -99,12 +100,7 @@ class Router:
         if call.finished:
             return
         if call.node is not None:
-            frame = node_pb2.GatewayFrame()
-            chunk = frame.chunk
-            chunk.call_id = call.dispatch_id
-            chunk.data = data
-            chunk.more = more
-            call.node.link.send(frame, len(data))
+            call.node.link.send(DataChunk(call.dispatch_id, data, more), len(data))
 
     def add_credit(self, call: Call, items: int) -> None:
         """The caller is ready for ``items`` more stream items."""
@@ -184,7 +180,7 @@ class Router:
         elif kind != _K.RESULT_KIND_ITEM:
             self._complete(node, call, success=kind != _K.RESULT_KIND_ERROR)
 
-    def node_chunk(self, node: NodeRecord, chunk: common_pb2.Chunk) -> None:
+    def node_chunk(self, node: NodeRecord, chunk: DataChunk) -> None:
         call = node.calls.get(chunk.call_id)
         if call is None or not call.open_kind:
             self.stats.dropped_results += 1
@@ -320,17 +316,16 @@ class Router:
             execute.credit = max(0, call.credit - call.items_delivered)
         args = call.args
         first = args[0] if args else b""
+        assert isinstance(first, bytes)  # the CallStart's own bytes, never a chunk view
         execute.data = first
         execute.more = len(args) > 1 or not call.args_complete
         link = node.link
         link.send(frame, len(first))
+        last = len(args) - 1
         for index in range(1, len(args)):
-            more_frame = node_pb2.GatewayFrame()
-            chunk = more_frame.chunk
-            chunk.call_id = seq
-            chunk.data = args[index]
-            chunk.more = index + 1 < len(args) or not call.args_complete
-            link.send(more_frame, len(args[index]))
+            piece = args[index]
+            more = index < last or not call.args_complete
+            link.send(DataChunk(seq, piece, more), len(piece))
 
     def _wait_over(self, call: Call) -> None:
         """The call's wait for a node ended: route it now or refuse it."""
