@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -14,10 +15,13 @@ from easyremote.proto import (
     DataChunk,
     Outbox,
     OutboxClosedError,
+    Payload,
+    pickle_payload,
     reason_from_status,
     status_for_reason,
     strategy_from_name,
     strategy_name,
+    unpickle,
 )
 from easyremote.proto.errors import REASON_TO_STATUS
 from easyremote.proto.framing import INLINE_PAYLOAD_BYTES, split_payload
@@ -47,7 +51,15 @@ def test_status_without_metadata_maps_to_a_general_reason() -> None:
 
 @pytest.mark.parametrize(
     "size",
-    [0, 1, CHUNK_SIZE + 1, INLINE_PAYLOAD_BYTES, INLINE_PAYLOAD_BYTES + 1, 3 * CHUNK_SIZE + 7],
+    [
+        0,
+        1,
+        INLINE_PAYLOAD_BYTES,
+        INLINE_PAYLOAD_BYTES + 1,
+        CHUNK_SIZE + 1,
+        3 * CHUNK_SIZE + 7,
+        3 * CHUNK_SIZE + (100 << 10),
+    ],
 )
 def test_payloads_split_into_inline_bytes_or_uncopied_chunks(size: int) -> None:
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
@@ -56,11 +68,31 @@ def test_payloads_split_into_inline_bytes_or_uncopied_chunks(size: int) -> None:
     if size <= INLINE_PAYLOAD_BYTES:
         assert inline is data
         assert pieces == []
-    else:
-        assert inline == b""
-        assert all(len(piece) <= CHUNK_SIZE for piece in pieces)
-        assert len(pieces) == -(-size // CHUNK_SIZE)
-        assert all(piece.obj is data for piece in pieces)  # views, not copies
+        return
+    assert inline == b""
+    assert all(len(piece) == CHUNK_SIZE for piece in pieces[:-1])
+    # A short tail rides with the last piece rather than in a message of its own.
+    assert 64 << 10 <= len(pieces[-1]) <= CHUNK_SIZE + (64 << 10) or len(pieces) == 1
+    assert all(isinstance(piece, memoryview) and piece.obj is data for piece in pieces)
+
+
+def test_pickled_payloads_keep_large_bytes_by_reference_and_unpickle_from_chunks() -> None:
+    blob = bytes(range(256)) * (3 * CHUNK_SIZE // 256)
+    value = ((blob, "text"), {"n": 1})
+    payload = pickle_payload(value)
+    assert any(part is blob for part in payload.parts)  # not copied into the pickle
+    assert payload.tobytes() == pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    inline, pieces = split_payload(payload)
+    assert inline == b"" and b"".join(pieces) == payload.tobytes()
+    assert sum(isinstance(piece, memoryview) for piece in pieces) >= 1
+    assert unpickle(Payload(pieces)) == value
+    # Received in odd-sized views, and in old protocols that read lines.
+    for protocol in (0, 2, pickle.HIGHEST_PROTOCOL):
+        raw = pickle.dumps(value, protocol=protocol)
+        views = [memoryview(raw)[i : i + 7777] for i in range(0, len(raw), 7777)]
+        assert unpickle(Payload(views)) == value
+    with pytest.raises(EOFError):
+        unpickle(Payload())
 
 
 def test_strategy_names() -> None:

@@ -19,6 +19,7 @@ from easyremote.client._serialization import (
 )
 from easyremote.client._status import NodeStatus
 from easyremote.client._stream import StreamReceiver
+from easyremote.proto import Payload
 from easyremote.proto.tls import resolve_tls
 from easyremote.proto.v1 import client_pb2
 
@@ -184,14 +185,16 @@ class AsyncClient:
         payload = dump_arguments(options.function, args, kwargs)
         return await self.invoke_and_load(options, payload)
 
-    async def invoke_and_load(self, options: client_pb2.CallOptions, payload: bytes) -> Any:
+    async def invoke_and_load(self, options: client_pb2.CallOptions, payload: Payload) -> Any:
         """Runs one call on pickled arguments; returns the unpickled result."""
         data, node_id = await self.invoke(options, payload)
         if len(data) > INLINE_PICKLE_BYTES:
             return await asyncio.to_thread(load_result, options.function, data, node_id)
         return load_result(options.function, data, node_id)
 
-    async def invoke(self, options: client_pb2.CallOptions, payload: bytes) -> tuple[bytes, str]:
+    async def invoke(
+        self, options: client_pb2.CallOptions, payload: Payload
+    ) -> tuple[Payload, str]:
         """Runs one call on pickled arguments; returns (pickled result, node id).
 
         Cancelling the awaiting task cancels the call on its node.

@@ -16,6 +16,7 @@ from easyremote.client._options import build_options
 from easyremote.client._serialization import dump_arguments, load_result
 from easyremote.client._status import NodeStatus
 from easyremote.client._stream import StreamReceiver
+from easyremote.proto import Payload
 from easyremote.proto.runtime import close_at_exit, forget_at_exit, is_exiting, run_sync, submit
 from easyremote.proto.v1 import client_pb2
 
@@ -52,7 +53,7 @@ class CallStream:
             self._receiver = run_sync(make())
         return self._receiver
 
-    def _item(self, data: bytes | None) -> Any:
+    def _item(self, data: Payload | None) -> Any:
         if data is None:
             return None
         return load_result(
@@ -198,7 +199,7 @@ class Client:
         future.add_done_callback(_keep_alive(self))
         return future
 
-    async def _submitted(self, options: client_pb2.CallOptions, payload: bytes) -> Any:
+    async def _submitted(self, options: client_pb2.CallOptions, payload: Payload) -> Any:
         # Yield once first: a cancel() right after submit() then lands before
         # anything is sent, instead of after the start frame went out.
         await asyncio.sleep(0)

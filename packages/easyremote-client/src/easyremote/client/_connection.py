@@ -29,7 +29,7 @@ from easyremote.client._errors import (
     error_from_wire,
 )
 from easyremote.client._serialization import local_versions
-from easyremote.proto import DataChunk, Outbox, OutboxClosedError, channel_options
+from easyremote.proto import DataChunk, Outbox, OutboxClosedError, Payload, channel_options
 from easyremote.proto.credentials import (
     ROLE_CLIENT,
     CredentialsError,
@@ -76,8 +76,8 @@ class PendingCall:
         self.call_id = call_id
         self.function = function
         self.stream = stream
-        self.future: asyncio.Future[bytes] = loop.create_future()
-        # Streams: items (bytes), the end marker or an error. Unary calls use
+        self.future: asyncio.Future[Payload] = loop.create_future()
+        # Streams: items (Payload), the end marker or an error. Unary calls use
         # the future alone.
         self.queue: asyncio.Queue[object] | None = asyncio.Queue() if stream else None
         self._parts: list[bytes | memoryview] = []
@@ -114,9 +114,8 @@ class PendingCall:
         return self._deliver()
 
     def _deliver(self) -> bool:
-        parts = self._parts
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        assert isinstance(data, bytes)  # a lone part is always a header's bytes
+        # Unpickled later straight from the chunks: no joined copy.
+        data = Payload(self._parts)
         self._parts = []
         kind = self._kind
         self._kind = 0
@@ -225,7 +224,7 @@ class Session:
             )
         self.calls.clear()
 
-    async def start(self, options: client_pb2.CallOptions, payload: bytes) -> PendingCall:
+    async def start(self, options: client_pb2.CallOptions, payload: Payload) -> PendingCall:
         """Sends a call; returns the handle that receives its outcome."""
         if self.closed:
             raise GatewayUnavailableError("session is closed")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import pickle
-from typing import Any, cast
+from typing import Any
 
 import cloudpickle
 
 from easyremote.client._errors import SerializationError
 from easyremote.client.version import __version__
 from easyremote.proto import PROTOCOL_VERSION, python_version
-from easyremote.proto.payload import is_plain_data
+from easyremote.proto.payload import Payload, is_plain_data, pickle_payload, unpickle
 from easyremote.proto.v1 import common_pb2
 
 # Payloads above this size are (un)pickled off the event loop by AsyncClient.
@@ -26,23 +25,26 @@ def local_versions() -> common_pb2.Versions:
     )
 
 
-def dump_arguments(function: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickles call arguments; classes from ``__main__`` travel by value."""
+def dump_arguments(function: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Payload:
+    """Pickles call arguments; classes from ``__main__`` travel by value.
+
+    Large ``bytes`` arguments are not copied: the payload refers to them.
+    """
     value = (args, kwargs)
     try:
         if is_plain_data(value):
-            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        return cast(bytes, cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+            return pickle_payload(value)
+        return pickle_payload(value, cloudpickle.Pickler)
     except Exception as exc:
         raise SerializationError(
             f"could not pickle the arguments of {function!r}: {exc!r}"
         ) from exc
 
 
-def load_result(function: str, data: bytes, node_id: str = "") -> Any:
+def load_result(function: str, data: Payload, node_id: str = "") -> Any:
     """Unpickles a result or stream item produced by a node."""
     try:
-        return pickle.loads(data)
+        return unpickle(data)
     except Exception as exc:
         mine = local_versions()
         where = f" from node {node_id!r}" if node_id else ""

@@ -7,12 +7,13 @@ from collections.abc import Awaitable, Callable
 
 from easyremote.client._connection import _END, STREAM_WINDOW, PendingCall, Session
 from easyremote.client._errors import CallTimeoutError
+from easyremote.proto import Payload
 
 
 class StreamReceiver:
     """The receiving end of one streaming call (runs on the client's loop).
 
-    Items are returned as raw pickled bytes; credit is granted back to the
+    Items are returned still pickled (as a Payload); credit is granted back to the
     node as they are consumed, so a slow reader slows the node down instead
     of filling memory anywhere in between.
     """
@@ -35,8 +36,8 @@ class StreamReceiver:
     def node_id(self) -> str:
         return self._pending.node_id if self._pending else ""
 
-    async def next_raw(self) -> bytes | None:
-        """The next item's bytes, or None at the end of the stream."""
+    async def next_raw(self) -> Payload | None:
+        """The next item, still pickled, or None at the end of the stream."""
         if self.finished:
             return None
         if self._pending is None:
@@ -66,7 +67,7 @@ class StreamReceiver:
         if isinstance(event, BaseException):
             self.finished = True
             raise event
-        assert isinstance(event, bytes)
+        assert isinstance(event, Payload)
         self._consumed += 1
         if self._consumed >= STREAM_WINDOW // 2 and self._session is not None:
             self._session.grant(pending.call_id, self._consumed)

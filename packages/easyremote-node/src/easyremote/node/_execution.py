@@ -18,7 +18,7 @@ from easyremote.node._outcomes import failure as _failure
 from easyremote.node._outcomes import user_failure as _user_failure
 from easyremote.node._serialization import INLINE_PICKLE_BYTES
 from easyremote.node._workers import WorkerPool
-from easyremote.proto import DataChunk
+from easyremote.proto import DataChunk, Payload
 from easyremote.proto.framing import INLINE_PAYLOAD_BYTES, split_payload
 from easyremote.proto.v1 import common_pb2, node_pb2
 
@@ -111,18 +111,17 @@ class Execution:
     def _sync_job(self) -> None:
         if self._done:
             return  # cancelled or expired while waiting for a worker: never start it
-        payload = self._parts[0]
-        assert isinstance(payload, bytes)  # sync jobs start only with whole arguments
+        payload = Payload(self._parts)
         self._parts = []
         try:
-            outcome: bytes | _CallFailed = self._run_sync(payload)
+            outcome: Payload | _CallFailed = self._run_sync(payload)
         except _CallFailed as failed:
             outcome = failed
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             outcome = _failure(_R.ERROR_REASON_INTERNAL, f"node failed to run the call: {exc!r}")
         self._loop.call_soon_threadsafe(self._sync_settled, outcome)
 
-    def _sync_settled(self, outcome: bytes | _CallFailed) -> None:
+    def _sync_settled(self, outcome: Payload | _CallFailed) -> None:
         if self._done:
             return  # cancelled or timed out meanwhile: the caller has its answer
         if isinstance(outcome, _CallFailed):
@@ -130,7 +129,7 @@ class Execution:
             self._send_error(outcome.error, outcome.data)
         elif len(outcome) <= INLINE_PAYLOAD_BYTES:
             self._finish()
-            self._send_small(_K.RESULT_KIND_VALUE, outcome)
+            self._send_small(_K.RESULT_KIND_VALUE, outcome.tobytes())
         else:
             # Large results wait on the outbox's high-water mark; the gateway's
             # own deadline still covers the call while they stream out.
@@ -140,7 +139,7 @@ class Execution:
             self.task = asyncio.ensure_future(self._send_large(outcome))
             self.task.add_done_callback(self._task_done)
 
-    async def _send_large(self, data: bytes) -> None:
+    async def _send_large(self, data: Payload) -> None:
         try:
             await self._send_payload(_K.RESULT_KIND_VALUE, data)
         except asyncio.CancelledError:
@@ -231,9 +230,8 @@ class Execution:
     async def _execute(self) -> None:
         if self._args_ready is not None:
             await self._args_ready.wait()
-        parts = self._parts
-        payload = parts[0] if len(parts) == 1 else b"".join(parts)
-        assert isinstance(payload, bytes)  # a lone part is always the Execute's bytes
+        # Unpickled straight from the chunks as they arrived: no joined copy.
+        payload = Payload(self._parts)
         self._parts = []
         kind = self.function.kind
         name = self.function.name
@@ -268,10 +266,13 @@ class Execution:
             await self._stream_async(payload)
 
     # Sync functions run loads -> call -> dumps in one worker-thread hop.
-    def _run_sync(self, payload: bytes) -> bytes:
+    def _run_sync(self, payload: Payload) -> Payload:
         isolated = self.function.isolated
         if isolated is not None:
-            return isolated.call(self.function.name, payload, self.caller_versions, self.context)
+            value = isolated.call(
+                self.function.name, payload.tobytes(), self.caller_versions, self.context
+            )
+            return Payload((value,))
         args, kwargs = self._loads_sync(payload)
         token = set_current(self.context)
         try:
@@ -284,7 +285,7 @@ class Execution:
             reset_current(token)
         return self._dumps_sync(value)
 
-    async def _stream_sync(self, payload: bytes) -> None:
+    async def _stream_sync(self, payload: Payload) -> None:
         try:
             gen: Generator[Any, None, None] | IsolatedGenerator = await self._pool.run(
                 self._start_generator, payload
@@ -306,7 +307,7 @@ class Execution:
                 if data is _DONE:
                     finished = True
                     break
-                assert isinstance(data, bytes)
+                assert isinstance(data, Payload)
                 await self._send_payload(_K.RESULT_KIND_ITEM, data)
         finally:
             if not finished:
@@ -318,7 +319,7 @@ class Execution:
         with contextlib.suppress(RuntimeError):  # the node's pool is already shut down
             self._pool.submit(lambda: self._close_generator(gen))
 
-    def _start_generator(self, payload: bytes) -> Generator[Any, None, None] | IsolatedGenerator:
+    def _start_generator(self, payload: Payload) -> Generator[Any, None, None] | IsolatedGenerator:
         gen = self._create_generator(payload)
         with self._start_lock:
             abandoned = self._start_abandoned
@@ -328,11 +329,11 @@ class Execution:
             self._close_generator(gen)
         return gen
 
-    def _create_generator(self, payload: bytes) -> Generator[Any, None, None] | IsolatedGenerator:
+    def _create_generator(self, payload: Payload) -> Generator[Any, None, None] | IsolatedGenerator:
         isolated = self.function.isolated
         if isolated is not None:
             return isolated.start_generator(
-                self.function.name, payload, self.caller_versions, self.context
+                self.function.name, payload.tobytes(), self.caller_versions, self.context
             )
         args, kwargs = self._loads_sync(payload)
         try:
@@ -347,7 +348,7 @@ class Execution:
         if isinstance(gen, IsolatedGenerator):
             with self._gen_lock:
                 data = gen.next_item()
-            return _DONE if data is None else data
+            return _DONE if data is None else Payload((data,))
         with self._gen_lock:
             token = set_current(self.context)
             try:
@@ -369,7 +370,7 @@ class Execution:
             except Exception:  # noqa: BLE001 - the call is already over
                 pass
 
-    async def _stream_async(self, payload: bytes) -> None:
+    async def _stream_async(self, payload: Payload) -> None:
         args, kwargs = await self._loads(payload)
         try:
             agen: AsyncGenerator[Any, None] = self.function.func(*args, **kwargs)
@@ -408,18 +409,18 @@ class Execution:
 
     # ------------------------------------------------------------- (un)pickling
 
-    def _loads_sync(self, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def _loads_sync(self, payload: Payload) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return load_arguments(payload, self.function.name, self.caller_versions)
 
-    def _dumps_sync(self, value: object) -> bytes:
+    def _dumps_sync(self, value: object) -> Payload:
         return dump_value(value, self.function.name)
 
-    async def _loads(self, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    async def _loads(self, payload: Payload) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if len(payload) <= INLINE_PICKLE_BYTES:
             return self._loads_sync(payload)
         return await self._pool.run(self._loads_sync, payload)
 
-    async def _dumps(self, value: object) -> bytes:
+    async def _dumps(self, value: object) -> Payload:
         # Size is unknown before pickling; large values are rare on async paths
         # and pickling them inline would stall the loop, so use a thread when
         # the value is a big buffer.
@@ -429,7 +430,7 @@ class Execution:
 
     # ---------------------------------------------------------------- sending
 
-    async def _send_payload(self, kind: int, data: bytes) -> None:
+    async def _send_payload(self, kind: int, data: Payload) -> None:
         frame = node_pb2.NodeFrame()
         result = frame.result
         result.call_id = self.call_id

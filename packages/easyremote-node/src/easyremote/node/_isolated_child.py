@@ -82,7 +82,7 @@ class _Worker:
                 raise user_failure(exc) from exc
             finally:
                 reset_current(token)
-            return ("value", dump_value(value, request[0]))
+            return ("value", dump_value(value, request[0]).tobytes())
         except CallFailed as exc:
             return _failed(exc)
 
@@ -110,7 +110,7 @@ class _Worker:
             except BaseException as exc:
                 self.generator = None
                 raise user_failure(exc) from exc
-            return ("item", dump_value(item, self.generator_name))
+            return ("item", dump_value(item, self.generator_name).tobytes())
         except CallFailed as exc:
             # The stream ends here: close the generator now (its `finally`
             # runs for this call), not in some later call of this child.

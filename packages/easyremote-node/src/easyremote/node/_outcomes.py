@@ -16,6 +16,7 @@ from easyremote.node._serialization import (
     loads,
     pickled_exception,
 )
+from easyremote.proto import Payload
 from easyremote.proto.v1 import common_pb2
 
 _R = common_pb2.ErrorReason
@@ -41,7 +42,7 @@ def failure(reason: int, message: str) -> CallFailed:
 
 
 def load_arguments(
-    payload: bytes, function: str, caller: common_pb2.Versions
+    payload: Payload | bytes, function: str, caller: common_pb2.Versions
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Unpickles ``(args, kwargs)``; a failure names both sides' versions."""
     try:
@@ -55,7 +56,7 @@ def load_arguments(
     return tuple(args), dict(kwargs)
 
 
-def dump_value(value: object, function: str) -> bytes:
+def dump_value(value: object, function: str) -> Payload:
     """Pickles a result or stream item of ``function``."""
     try:
         return dumps(value)

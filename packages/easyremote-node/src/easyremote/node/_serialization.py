@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import pickle
 import traceback
-from typing import Any, cast
+from typing import Any
 
 import cloudpickle
 
 from easyremote.node.version import __version__
 from easyremote.proto import PROTOCOL_VERSION, python_version
-from easyremote.proto.payload import is_plain_data
+from easyremote.proto.payload import Payload, is_plain_data, pickle_payload, unpickle
 from easyremote.proto.v1 import common_pb2
 
 # Below this size pickling runs inline on the event loop; above it in a worker
@@ -28,16 +27,19 @@ def local_versions() -> common_pb2.Versions:
     )
 
 
-def dumps(value: object) -> bytes:
-    """Pickles ``value`` with cloudpickle (functions and __main__ classes by value)."""
+def dumps(value: object) -> Payload:
+    """Pickles ``value`` with cloudpickle (functions and __main__ classes by value).
+
+    Large ``bytes`` inside ``value`` are referred to, not copied.
+    """
     if is_plain_data(value):
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return cast(bytes, cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        return pickle_payload(value)
+    return pickle_payload(value, cloudpickle.Pickler)
 
 
-def loads(data: bytes) -> Any:
+def loads(data: Payload | bytes) -> Any:
     """Unpickles data produced by ``dumps`` on any peer."""
-    return pickle.loads(data)
+    return unpickle(data)
 
 
 def describe_versions(caller: common_pb2.Versions) -> str:
@@ -66,6 +68,6 @@ def exception_error(exc: BaseException) -> common_pb2.Error:
 def pickled_exception(exc: BaseException) -> bytes:
     """The exception itself, pickled, or b"" when it cannot be pickled."""
     try:
-        return dumps(exc)
+        return dumps(exc).tobytes()
     except Exception:  # noqa: BLE001 - the text description is enough
         return b""

@@ -30,6 +30,7 @@ from easyremote.proto.names import (
     strategy_name,
 )
 from easyremote.proto.outbox import Outbox, OutboxClosedError
+from easyremote.proto.payload import Payload, pickle_payload, unpickle
 from easyremote.proto.transport import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -48,17 +49,20 @@ __all__ = [
     "REASON_METADATA_KEY",
     "Outbox",
     "OutboxClosedError",
+    "Payload",
     "STRATEGY_BY_NAME",
     "StreamCodec",
     "__version__",
     "channel_options",
     "metadata_reason",
     "node_state_name",
+    "pickle_payload",
     "python_version",
     "reason_from_status",
     "server_options",
     "split_payload",
     "strategy_from_name",
     "strategy_name",
+    "unpickle",
     "status_for_reason",
 ]

@@ -1,4 +1,4 @@
-"""Which values the standard pickler can serialise exactly like cloudpickle.
+"""Pickled payloads: which values take the standard pickler, and copy-free pieces.
 
 For plain data (numbers, strings, bytes, None and small tuples, lists and
 dicts of them) ``pickle.dumps`` writes the same bytes cloudpickle would, about
@@ -9,6 +9,11 @@ cloudpickle, which pickles them by value.
 """
 
 from __future__ import annotations
+
+import pickle
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
 
 _SCALARS = frozenset({int, float, complex, str, bytes, bool, type(None)})
 # Bounds keep the check itself cheap; larger structures take cloudpickle.
@@ -32,3 +37,131 @@ def is_plain_data(value: object, depth: int = 0) -> bool:
             type(k) is str and is_plain_data(v, depth + 1) for k, v in mapping.items()
         )
     return False
+
+
+class Payload:
+    """Pickled bytes, kept as the pieces they were written or received in.
+
+    A pickle of a large ``bytes`` object would otherwise be copied whole at
+    least twice on each end: into the pickler's buffer on the way out, and
+    from the joined chunks into the new object on the way in (plus the page
+    faults of those fresh 64 MiB buffers). Instead the sender's pickler writes
+    into a ``Payload`` (``pickle.Pickler`` hands large ``bytes`` objects to
+    ``write`` as they are, so they are kept by reference), and the receiver
+    unpickles straight from the received chunks (``unpickle``), so the only
+    copy of a large buffer is into its new object.
+
+    Args:
+        parts: Initial pieces, e.g. the chunks of a received payload in order.
+    """
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: Iterable[bytes | memoryview] = ()) -> None:
+        self.parts: list[bytes | memoryview] = [part for part in parts if len(part)]
+        self.size = sum(len(part) for part in self.parts)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Appends ``data`` (the file protocol a pickler writes to).
+
+        Only immutable ``bytes`` are kept by reference; other buffers are
+        copied, since their owner may change them while they are being sent.
+        """
+        if type(data) is not bytes:
+            data = bytes(data)
+        if data:
+            self.parts.append(data)
+            self.size += len(data)
+        return len(data)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def tobytes(self) -> bytes:
+        """The payload as one ``bytes`` object (no copy when it is one piece)."""
+        parts = self.parts
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return parts[0]
+        return b"".join(parts)
+
+
+def pickle_payload(value: object, pickler: Callable[..., Any] = pickle.Pickler) -> Payload:
+    """Pickles ``value`` (highest protocol) with ``pickler``'s class into a ``Payload``."""
+    payload = Payload()
+    pickler(payload, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return payload
+
+
+def unpickle(payload: Payload | bytes) -> Any:
+    """Unpickles a payload produced by any peer, reading its pieces in place."""
+    if isinstance(payload, bytes):
+        return pickle.loads(payload)
+    parts = payload.parts
+    if len(parts) <= 1:
+        return pickle.loads(parts[0] if parts else b"")
+    return pickle.Unpickler(_PartsReader(parts)).load()
+
+
+class _PartsReader:
+    """A read-only file over a sequence of buffers, for ``pickle.Unpickler``.
+
+    The C unpickler reads a large ``bytes`` object with ``readinto`` on the
+    object's own memory, so each byte is copied exactly once.
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, parts: Iterable[bytes | memoryview]) -> None:
+        self._parts: deque[memoryview] = deque(memoryview(part).cast("B") for part in parts)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        target = memoryview(buffer).cast("B")
+        wanted = len(target)
+        filled = 0
+        parts = self._parts
+        while filled < wanted and parts:
+            head = parts[0]
+            count = min(len(head), wanted - filled)
+            target[filled : filled + count] = head[:count]
+            filled += count
+            if count == len(head):
+                parts.popleft()
+            else:
+                parts[0] = head[count:]
+        return filled
+
+    def read(self, size: int = -1) -> bytes:
+        parts = self._parts
+        if size < 0:
+            size = sum(len(part) for part in parts)
+        if parts and len(parts[0]) >= size:
+            head = parts[0]
+            data = bytes(head[:size])
+            if size == len(head):
+                parts.popleft()
+            else:
+                parts[0] = head[size:]
+            return data
+        out = bytearray(size)
+        filled = self.readinto(out)
+        del out[filled:]
+        return bytes(out)
+
+    def readline(self) -> bytes:
+        # Only text opcodes of old protocols read lines; never a hot path.
+        line = bytearray()
+        parts = self._parts
+        while parts:
+            head = parts[0]
+            end = bytes(head).find(b"\n")
+            if end < 0:
+                line += head
+                parts.popleft()
+                continue
+            line += head[: end + 1]
+            if end + 1 == len(head):
+                parts.popleft()
+            else:
+                parts[0] = head[end + 1 :]
+            break
+        return bytes(line)
