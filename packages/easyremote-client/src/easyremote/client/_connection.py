@@ -44,7 +44,6 @@ from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
 
 logger = logging.getLogger("easyremote.client")
 
-_K = common_pb2.ResultKind
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str], ...]
 
@@ -90,10 +89,10 @@ class PendingCall:
         self.node_id = result.node_id or self.node_id
         self.attempt = result.attempt or self.attempt
         kind = result.kind
-        if kind == _K.RESULT_KIND_ERROR:
+        if kind == common_pb2.RESULT_KIND_ERROR:
             self.fail(error_from_wire(result.error, result.data))
             return True
-        if kind == _K.RESULT_KIND_END:
+        if kind == common_pb2.RESULT_KIND_END:
             if self.queue is not None:
                 self.queue.put_nowait(_END)
             return True
@@ -119,7 +118,7 @@ class PendingCall:
         self._parts = []
         kind = self._kind
         self._kind = 0
-        if kind == _K.RESULT_KIND_ITEM:
+        if kind == common_pb2.RESULT_KIND_ITEM:
             # Items of a unary call would be a gateway bug; they are dropped.
             if self.queue is not None:
                 self.queue.put_nowait(data)

@@ -17,8 +17,6 @@ import grpc
 from easyremote.proto import metadata_reason, reason_from_status, status_for_reason
 from easyremote.proto.v1 import common_pb2
 
-_R = common_pb2.ErrorReason
-
 
 class EasyRemoteError(Exception):
     """Base class of every EasyRemote error.
@@ -29,7 +27,7 @@ class EasyRemoteError(Exception):
         attempt: How many times the call was dispatched (failover re-runs count).
     """
 
-    reason: int = _R.ERROR_REASON_UNSPECIFIED
+    reason: int = common_pb2.ERROR_REASON_UNSPECIFIED
 
     def __init__(self, message: str = "", *, node_id: str = "", attempt: int = 0) -> None:
         super().__init__(message)
@@ -46,7 +44,7 @@ class EasyRemoteError(Exception):
 class GatewayUnavailableError(EasyRemoteError, ConnectionError):
     """The gateway cannot be reached, went away, or is shutting down."""
 
-    reason = _R.ERROR_REASON_UNAVAILABLE
+    reason = common_pb2.ERROR_REASON_UNAVAILABLE
 
 
 class NoAvailableNodesError(EasyRemoteError):
@@ -55,19 +53,19 @@ class NoAvailableNodesError(EasyRemoteError):
     The message names each node considered and why it was excluded.
     """
 
-    reason = _R.ERROR_REASON_NO_AVAILABLE_NODES
+    reason = common_pb2.ERROR_REASON_NO_AVAILABLE_NODES
 
 
 class NodeNotFoundError(NoAvailableNodesError):
     """The node named by ``call_node`` or ``get_node_status`` is not connected."""
 
-    reason = _R.ERROR_REASON_NODE_NOT_FOUND
+    reason = common_pb2.ERROR_REASON_NODE_NOT_FOUND
 
 
 class QueueFullError(EasyRemoteError):
     """Every eligible node is busy and the gateway's wait queue is full."""
 
-    reason = _R.ERROR_REASON_QUEUE_FULL
+    reason = common_pb2.ERROR_REASON_QUEUE_FULL
 
 
 class RemoteExecutionError(EasyRemoteError):
@@ -80,7 +78,7 @@ class RemoteExecutionError(EasyRemoteError):
             unpickled here, else None.
     """
 
-    reason = _R.ERROR_REASON_REMOTE_EXCEPTION
+    reason = common_pb2.ERROR_REASON_REMOTE_EXCEPTION
 
     def __init__(
         self,
@@ -110,19 +108,19 @@ class RemoteExecutionError(EasyRemoteError):
 class CallTimeoutError(EasyRemoteError, TimeoutError):
     """The call did not finish within its deadline (also a built-in TimeoutError)."""
 
-    reason = _R.ERROR_REASON_DEADLINE_EXCEEDED
+    reason = common_pb2.ERROR_REASON_DEADLINE_EXCEEDED
 
 
 class CallCancelledError(EasyRemoteError):
     """The call was cancelled."""
 
-    reason = _R.ERROR_REASON_CANCELLED
+    reason = common_pb2.ERROR_REASON_CANCELLED
 
 
 class NodeLostError(EasyRemoteError):
     """The node was lost while running the call and it was not re-run: outcome unknown."""
 
-    reason = _R.ERROR_REASON_NODE_LOST
+    reason = common_pb2.ERROR_REASON_NODE_LOST
 
 
 class StreamInterruptedError(EasyRemoteError):
@@ -132,7 +130,7 @@ class StreamInterruptedError(EasyRemoteError):
         items_delivered: Items the stream delivered before it broke.
     """
 
-    reason = _R.ERROR_REASON_STREAM_INTERRUPTED
+    reason = common_pb2.ERROR_REASON_STREAM_INTERRUPTED
 
     def __init__(
         self, message: str = "", *, items_delivered: int = 0, node_id: str = "", attempt: int = 0
@@ -144,37 +142,37 @@ class StreamInterruptedError(EasyRemoteError):
 class SerializationError(EasyRemoteError):
     """Arguments or a result could not be pickled or unpickled."""
 
-    reason = _R.ERROR_REASON_SERIALIZATION
+    reason = common_pb2.ERROR_REASON_SERIALIZATION
 
 
 class InvalidArgumentError(EasyRemoteError, ValueError):
     """The call itself is malformed (bad config key, wrong call kind, ...)."""
 
-    reason = _R.ERROR_REASON_INVALID_ARGUMENT
+    reason = common_pb2.ERROR_REASON_INVALID_ARGUMENT
 
 
 class PayloadTooLargeError(EasyRemoteError):
     """A payload exceeds the gateway's configured limit."""
 
-    reason = _R.ERROR_REASON_PAYLOAD_TOO_LARGE
+    reason = common_pb2.ERROR_REASON_PAYLOAD_TOO_LARGE
 
 
 class AuthenticationError(EasyRemoteError):
     """Missing or wrong credentials."""
 
-    reason = _R.ERROR_REASON_UNAUTHENTICATED
+    reason = common_pb2.ERROR_REASON_UNAUTHENTICATED
 
 
 class PermissionDeniedError(EasyRemoteError):
     """The credentials do not allow this operation."""
 
-    reason = _R.ERROR_REASON_PERMISSION_DENIED
+    reason = common_pb2.ERROR_REASON_PERMISSION_DENIED
 
 
 class ProtocolMismatchError(EasyRemoteError):
     """Client and gateway speak incompatible protocol versions."""
 
-    reason = _R.ERROR_REASON_PROTOCOL_MISMATCH
+    reason = common_pb2.ERROR_REASON_PROTOCOL_MISMATCH
 
 
 # The one table from reasons to classes; reasons not listed map to the base.

@@ -25,8 +25,6 @@ from easyremote.proto.v1 import common_pb2, node_pb2
 if TYPE_CHECKING:
     from easyremote.proto import Outbox
 
-_R = common_pb2.ErrorReason
-_K = common_pb2.ResultKind
 _DONE = object()
 # A user exception travels pickled (the caller gets the exception object) up
 # to this size, inline in its error frame; beyond it, as type, message and
@@ -118,7 +116,9 @@ class Execution:
         except _CallFailed as failed:
             outcome = failed
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
-            outcome = _failure(_R.ERROR_REASON_INTERNAL, f"node failed to run the call: {exc!r}")
+            outcome = _failure(
+                common_pb2.ERROR_REASON_INTERNAL, f"node failed to run the call: {exc!r}"
+            )
         self._loop.call_soon_threadsafe(self._sync_settled, outcome)
 
     def _sync_settled(self, outcome: Payload | _CallFailed) -> None:
@@ -129,7 +129,7 @@ class Execution:
             self._send_error(outcome.error, outcome.data)
         elif len(outcome) <= INLINE_PAYLOAD_BYTES:
             self._finish()
-            self._send_small(_K.RESULT_KIND_VALUE, outcome.tobytes())
+            self._send_small(common_pb2.RESULT_KIND_VALUE, outcome.tobytes())
         else:
             # Large results wait on the outbox's high-water mark; the gateway's
             # own deadline still covers the call while they stream out.
@@ -141,7 +141,7 @@ class Execution:
 
     async def _send_large(self, data: Payload) -> None:
         try:
-            await self._send_payload(_K.RESULT_KIND_VALUE, data)
+            await self._send_payload(common_pb2.RESULT_KIND_VALUE, data)
         except asyncio.CancelledError:
             # Ends the partial value for the gateway, which frees the slot.
             self._send_error(self._cancelled_error())
@@ -154,7 +154,7 @@ class Execution:
         if self._finish():
             self._send_error(
                 common_pb2.Error(
-                    reason=_R.ERROR_REASON_DEADLINE_EXCEEDED,
+                    reason=common_pb2.ERROR_REASON_DEADLINE_EXCEEDED,
                     message=f"{self.function.name!r} did not finish within {self.timeout:g} s",
                 )
             )
@@ -185,7 +185,7 @@ class Execution:
 
     def _cancelled_error(self) -> common_pb2.Error:
         return common_pb2.Error(
-            reason=_R.ERROR_REASON_CANCELLED, message=self._cancel_reason or "cancelled"
+            reason=common_pb2.ERROR_REASON_CANCELLED, message=self._cancel_reason or "cancelled"
         )
 
     # ------------------------------------------------------------------ running
@@ -209,7 +209,7 @@ class Execution:
             self.context.cancel()
             self._send_error(
                 common_pb2.Error(
-                    reason=_R.ERROR_REASON_DEADLINE_EXCEEDED,
+                    reason=common_pb2.ERROR_REASON_DEADLINE_EXCEEDED,
                     message=f"{self.function.name!r} did not finish within {self.timeout:g} s",
                 )
             )
@@ -217,13 +217,15 @@ class Execution:
             self.context.cancel()
             self._send_error(
                 common_pb2.Error(
-                    reason=_R.ERROR_REASON_CANCELLED, message=self._cancel_reason or "cancelled"
+                    reason=common_pb2.ERROR_REASON_CANCELLED,
+                    message=self._cancel_reason or "cancelled",
                 )
             )
         except Exception as exc:  # noqa: BLE001 - a node bug must still answer the call
             self._send_error(
                 common_pb2.Error(
-                    reason=_R.ERROR_REASON_INTERNAL, message=f"node failed to run the call: {exc!r}"
+                    reason=common_pb2.ERROR_REASON_INTERNAL,
+                    message=f"node failed to run the call: {exc!r}",
                 )
             )
 
@@ -237,17 +239,17 @@ class Execution:
         name = self.function.name
         if self.stream and not kind.streaming:
             raise _failure(
-                _R.ERROR_REASON_INVALID_ARGUMENT,
+                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
                 f"{name!r} is not a generator function; use call() instead of call_stream()",
             )
         if not self.stream and kind.streaming:
             raise _failure(
-                _R.ERROR_REASON_INVALID_ARGUMENT,
+                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
                 f"{name!r} is a generator function; use call_stream() to receive its items",
             )
         if kind is FunctionKind.SYNC:
             data = await self._pool.run(self._run_sync, payload)
-            await self._send_payload(_K.RESULT_KIND_VALUE, data)
+            await self._send_payload(common_pb2.RESULT_KIND_VALUE, data)
         elif kind is FunctionKind.ASYNC:
             args, kwargs = await self._loads(payload)
             token = set_current(self.context)
@@ -259,7 +261,7 @@ class Execution:
                 raise _user_failure(exc) from exc
             finally:
                 reset_current(token)
-            await self._send_payload(_K.RESULT_KIND_VALUE, await self._dumps(value))
+            await self._send_payload(common_pb2.RESULT_KIND_VALUE, await self._dumps(value))
         elif kind is FunctionKind.SYNC_GENERATOR:
             await self._stream_sync(payload)
         else:
@@ -308,7 +310,7 @@ class Execution:
                     finished = True
                     break
                 assert isinstance(data, Payload)
-                await self._send_payload(_K.RESULT_KIND_ITEM, data)
+                await self._send_payload(common_pb2.RESULT_KIND_ITEM, data)
         finally:
             if not finished:
                 self._close_later(gen)
@@ -392,7 +394,7 @@ class Execution:
                     raise _user_failure(exc) from exc
                 finally:
                     reset_current(token)
-                await self._send_payload(_K.RESULT_KIND_ITEM, await self._dumps(item))
+                await self._send_payload(common_pb2.RESULT_KIND_ITEM, await self._dumps(item))
         finally:
             # Runs the generator's `finally` on cancel, deadline or error.
             try:
@@ -457,14 +459,14 @@ class Execution:
     def _send_end(self) -> None:
         frame = node_pb2.NodeFrame()
         frame.result.call_id = self.call_id
-        frame.result.kind = _K.RESULT_KIND_END
+        frame.result.kind = common_pb2.RESULT_KIND_END
         self._put(frame)
 
     def _send_error(self, error: common_pb2.Error, data: bytes = b"") -> None:
         frame = node_pb2.NodeFrame()
         result = frame.result
         result.call_id = self.call_id
-        result.kind = _K.RESULT_KIND_ERROR
+        result.kind = common_pb2.RESULT_KIND_ERROR
         result.error.CopyFrom(error)
         # A pickled user exception rides along when it is not huge.
         if data and len(data) <= MAX_PICKLED_EXCEPTION_BYTES:

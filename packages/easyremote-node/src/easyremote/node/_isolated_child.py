@@ -44,7 +44,6 @@ from easyremote.proto.v1 import common_pb2
 Reply = tuple[Any, ...]
 # How often a child checks that its node is still there.
 _ORPHAN_CHECK_S = 1.0
-_R = common_pb2.ErrorReason
 
 
 def _failed(exc: CallFailed) -> Reply:
@@ -165,7 +164,7 @@ def main(fd: int) -> None:
         elif op == "gen_close":
             reply = worker.gen_close()
         else:
-            reply = _failed(failure(_R.ERROR_REASON_INTERNAL, f"unknown request {op!r}"))
+            reply = _failed(failure(common_pb2.ERROR_REASON_INTERNAL, f"unknown request {op!r}"))
         try:
             conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
         except (BrokenPipeError, OSError):

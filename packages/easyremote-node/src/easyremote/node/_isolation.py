@@ -33,7 +33,6 @@ from easyremote.node._context import CallContext
 from easyremote.node._outcomes import CallFailed, failure, user_failure
 from easyremote.proto.v1 import common_pb2
 
-_R = common_pb2.ErrorReason
 # How often a waiting thread looks at the call's cancellation flag.
 _CANCEL_POLL_S = 0.02
 # A generator asked to close gets this long to run its `finally`.
@@ -172,7 +171,7 @@ class ProcessPool:
     def acquire(self, name: str) -> ChildProcess:
         with self._lock:
             if self._closed:
-                raise failure(_R.ERROR_REASON_UNAVAILABLE, "node is shutting down")
+                raise failure(common_pb2.ERROR_REASON_UNAVAILABLE, "node is shutting down")
             child = None
             while self._idle:
                 candidate = self._idle.pop()
@@ -347,8 +346,12 @@ def _value(reply: tuple[Any, ...]) -> bytes:
         return data
     if reply[0] == "failed":
         raise CallFailed(common_pb2.Error.FromString(reply[1]), reply[2])
-    raise failure(_R.ERROR_REASON_INTERNAL, f"unexpected reply from the child: {reply[0]!r}")
+    raise failure(
+        common_pb2.ERROR_REASON_INTERNAL, f"unexpected reply from the child: {reply[0]!r}"
+    )
 
 
 def _stopped(name: str) -> CallFailed:
-    return failure(_R.ERROR_REASON_CANCELLED, f"{name!r} was stopped: its process was killed")
+    return failure(
+        common_pb2.ERROR_REASON_CANCELLED, f"{name!r} was stopped: its process was killed"
+    )

@@ -19,8 +19,6 @@ from easyremote.node._serialization import (
 from easyremote.proto import Payload
 from easyremote.proto.v1 import common_pb2
 
-_R = common_pb2.ErrorReason
-
 
 class CallFailed(Exception):
     """Ends an execution with a given error frame."""
@@ -49,7 +47,7 @@ def load_arguments(
         args, kwargs = loads(payload)
     except Exception as exc:
         raise failure(
-            _R.ERROR_REASON_SERIALIZATION,
+            common_pb2.ERROR_REASON_SERIALIZATION,
             f"could not unpickle the arguments of {function!r}: {exc!r} "
             f"({describe_versions(caller)})",
         ) from exc
@@ -62,6 +60,6 @@ def dump_value(value: object, function: str) -> Payload:
         return dumps(value)
     except Exception as exc:
         raise failure(
-            _R.ERROR_REASON_SERIALIZATION,
+            common_pb2.ERROR_REASON_SERIALIZATION,
             f"could not pickle the result of {function!r}: {exc!r}",
         ) from exc

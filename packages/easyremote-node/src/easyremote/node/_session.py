@@ -18,8 +18,6 @@ from easyremote.proto.v1 import common_pb2, node_pb2
 
 logger = logging.getLogger("easyremote.node")
 
-_R = common_pb2.ErrorReason
-_K = common_pb2.ResultKind
 
 Stream = aio.StreamStreamCall[bytes, "node_pb2.GatewayEnvelope | DataChunk"]
 
@@ -104,8 +102,8 @@ class NodeSession:
             frame = node_pb2.NodeFrame()
             result = frame.result
             result.call_id = execute.call_id
-            result.kind = _K.RESULT_KIND_ERROR
-            result.error.reason = _R.ERROR_REASON_REJECTED
+            result.kind = common_pb2.RESULT_KIND_ERROR
+            result.error.reason = common_pb2.ERROR_REASON_REJECTED
             result.error.message = refusal or "refused"
             self.outbox.put(frame)
             return

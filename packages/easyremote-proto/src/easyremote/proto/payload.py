@@ -58,8 +58,15 @@ class Payload:
     __slots__ = ("parts", "size")
 
     def __init__(self, parts: Iterable[bytes | memoryview] = ()) -> None:
-        self.parts: list[bytes | memoryview] = [part for part in parts if len(part)]
-        self.size = sum(len(part) for part in self.parts)
+        kept: list[bytes | memoryview] = []
+        size = 0
+        for part in parts:
+            length = len(part)
+            if length:
+                kept.append(part)
+                size += length
+        self.parts = kept
+        self.size = size
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Appends ``data`` (the file protocol a pickler writes to).

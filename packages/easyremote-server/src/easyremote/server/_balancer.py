@@ -15,7 +15,6 @@ from easyremote.proto.v1 import client_pb2, common_pb2
 from easyremote.server._registry import FunctionStats, NodeRecord
 
 _GIB = float(1 << 30)
-_S = common_pb2.Strategy
 
 
 def exclusion_reason(
@@ -157,11 +156,11 @@ def _round_robin(node: NodeRecord, stats: FunctionStats) -> float:
 # latency_based follows smaller differences. Costs are exact; headroom mixes
 # fractions.
 _STRATEGIES: dict[int, tuple[Callable[[NodeRecord, FunctionStats], float], float, float]] = {
-    _S.STRATEGY_ROUND_ROBIN: (_round_robin, 0.0, 0.0),
-    _S.STRATEGY_RESOURCE_AWARE: (_headroom, 0.0, 0.05),
-    _S.STRATEGY_LATENCY_BASED: (_latency, 0.25, 2.0),
-    _S.STRATEGY_COST_AWARE: (_cost, 0.0, 1e-9),
-    _S.STRATEGY_SMART_ADAPTIVE: (_smart, 0.3, 5.0),
+    common_pb2.STRATEGY_ROUND_ROBIN: (_round_robin, 0.0, 0.0),
+    common_pb2.STRATEGY_RESOURCE_AWARE: (_headroom, 0.0, 0.05),
+    common_pb2.STRATEGY_LATENCY_BASED: (_latency, 0.25, 2.0),
+    common_pb2.STRATEGY_COST_AWARE: (_cost, 0.0, 1e-9),
+    common_pb2.STRATEGY_SMART_ADAPTIVE: (_smart, 0.3, 5.0),
 }
 
 
@@ -174,7 +173,9 @@ def choose(
         return None
     if len(candidates) == 1:
         return candidates[0]
-    key, relative, absolute = _STRATEGIES.get(strategy, _STRATEGIES[_S.STRATEGY_SMART_ADAPTIVE])
+    key, relative, absolute = _STRATEGIES.get(
+        strategy, _STRATEGIES[common_pb2.STRATEGY_SMART_ADAPTIVE]
+    )
     scores = [key(node, stats) for node, stats in candidates]
     best = min(scores)
     limit = best + max(absolute, abs(best) * relative)

@@ -21,7 +21,6 @@ from easyremote.server._wire import abort
 
 logger = logging.getLogger("easyremote.server")
 
-_R = common_pb2.ErrorReason
 HELLO_TIMEOUT_S = 10.0
 # The Session stream is registered by hand (see _handlers): requests arrive
 # decoded by the codec, replies leave as the bytes the outbox encoded.
@@ -50,7 +49,7 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         sessions = list(self._sessions)
         for session in sessions:
             for call in list(session.calls.values()):
-                self._router.cancel_with_error(call, _R.ERROR_REASON_UNAVAILABLE, reason)
+                self._router.cancel_with_error(call, common_pb2.ERROR_REASON_UNAVAILABLE, reason)
         await asyncio.gather(*(session.flush(timeout) for session in sessions))
 
     # grpc.aio lets a stream-stream handler return None and answer through
@@ -74,20 +73,24 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         try:
             first = await asyncio.wait_for(request_iterator.__anext__(), HELLO_TIMEOUT_S)
         except (StopAsyncIteration, asyncio.TimeoutError):
-            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "expected a ClientHello first")
+            await abort(
+                context, common_pb2.ERROR_REASON_INVALID_ARGUMENT, "expected a ClientHello first"
+            )
         if (
             not isinstance(first, client_pb2.ClientEnvelope)
             or not first.frames
             or first.frames[0].WhichOneof("kind") != "hello"
         ):
             await abort(
-                context, _R.ERROR_REASON_INVALID_ARGUMENT, "the first frame must be a ClientHello"
+                context,
+                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
+                "the first frame must be a ClientHello",
             )
         versions = first.frames[0].hello.versions
         if versions.protocol != PROTOCOL_VERSION:
             await abort(
                 context,
-                _R.ERROR_REASON_PROTOCOL_MISMATCH,
+                common_pb2.ERROR_REASON_PROTOCOL_MISMATCH,
                 f"client speaks protocol {versions.protocol}, gateway {PROTOCOL_VERSION}; "
                 "install matching easyremote versions",
             )
@@ -117,16 +120,20 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         context: aio.ServicerContext[client_pb2.UnaryCallRequest, common_pb2.CallResult],
     ) -> common_pb2.CallResult:
         if not request.options.function:
-            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "function name is required")
+            await abort(
+                context, common_pb2.ERROR_REASON_INVALID_ARGUMENT, "function name is required"
+            )
         if request.versions.protocol != PROTOCOL_VERSION:
             await abort(
                 context,
-                _R.ERROR_REASON_PROTOCOL_MISMATCH,
+                common_pb2.ERROR_REASON_PROTOCOL_MISMATCH,
                 f"client speaks protocol {request.versions.protocol}, gateway {PROTOCOL_VERSION}",
             )
         if request.options.stream:
             await abort(
-                context, _R.ERROR_REASON_INVALID_ARGUMENT, "streaming calls need the Session method"
+                context,
+                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
+                "streaming calls need the Session method",
             )
         sink = UnarySink(next(self._unary_ids))
         done = asyncio.get_running_loop().create_future()
@@ -175,7 +182,7 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         if node is None:
             await abort(
                 context,
-                _R.ERROR_REASON_NODE_NOT_FOUND,
+                common_pb2.ERROR_REASON_NODE_NOT_FOUND,
                 f"node {request.node_id!r} is not connected",
             )
         return node_status(node, self._router)

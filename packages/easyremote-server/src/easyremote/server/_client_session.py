@@ -10,7 +10,6 @@ from easyremote.proto.v1 import client_pb2, common_pb2
 from easyremote.server._calls import Call, error_result
 from easyremote.server._router import Router
 
-_R = common_pb2.ErrorReason
 MAX_FUNCTION_NAME_LENGTH = 256
 
 
@@ -82,7 +81,9 @@ class ClientSession:
         elif not name or len(name) > MAX_FUNCTION_NAME_LENGTH:
             problem = f"function name must be 1-{MAX_FUNCTION_NAME_LENGTH} characters"
         if problem is not None:
-            self.send_result(error_result(call_id, _R.ERROR_REASON_INVALID_ARGUMENT, problem))
+            self.send_result(
+                error_result(call_id, common_pb2.ERROR_REASON_INVALID_ARGUMENT, problem)
+            )
             return
         call = Call(
             call_id=call_id,

@@ -42,7 +42,6 @@ from easyremote.server.version import __version__
 
 logger = logging.getLogger("easyremote.server")
 
-_R = common_pb2.ErrorReason
 _START_TIMEOUT_S = 30.0
 
 

@@ -11,7 +11,6 @@ from grpc import aio
 from easyremote.proto.v1 import common_pb2
 from easyremote.server._wire import abort, peer_of
 
-_R = common_pb2.ErrorReason
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
@@ -38,7 +37,7 @@ class PeerLimits:
         if self._max and self._open[host] >= self._max:
             await abort(
                 context,
-                _R.ERROR_REASON_QUEUE_FULL,
+                common_pb2.ERROR_REASON_QUEUE_FULL,
                 f"too many open streams from {host} (gateway max_streams_per_peer={self._max})",
             )
         self._open[host] += 1

@@ -18,7 +18,6 @@ from easyremote.server._wire import abort, peer_of
 
 logger = logging.getLogger("easyremote.server")
 
-_R = common_pb2.ErrorReason
 # A node that connects must say hello promptly; idle half-open connections
 # would otherwise hold resources forever.
 HELLO_TIMEOUT_S = 10.0
@@ -79,7 +78,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         if node_id in self._registry:
             await abort(
                 context,
-                _R.ERROR_REASON_ALREADY_EXISTS,
+                common_pb2.ERROR_REASON_ALREADY_EXISTS,
                 f"node id {node_id!r} is already connected to this gateway",
             )
         link = NodeLink(context.write)
@@ -144,27 +143,31 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         try:
             first = await asyncio.wait_for(request_iterator.__anext__(), HELLO_TIMEOUT_S)
         except (StopAsyncIteration, asyncio.TimeoutError):
-            await abort(context, _R.ERROR_REASON_INVALID_ARGUMENT, "expected a NodeHello first")
+            await abort(
+                context, common_pb2.ERROR_REASON_INVALID_ARGUMENT, "expected a NodeHello first"
+            )
         if (
             not isinstance(first, node_pb2.NodeEnvelope)
             or not first.frames
             or first.frames[0].WhichOneof("kind") != "hello"
         ):
             await abort(
-                context, _R.ERROR_REASON_INVALID_ARGUMENT, "the first frame must be a NodeHello"
+                context,
+                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
+                "the first frame must be a NodeHello",
             )
         hello = first.frames[0].hello
         if hello.versions.protocol != PROTOCOL_VERSION:
             await abort(
                 context,
-                _R.ERROR_REASON_PROTOCOL_MISMATCH,
+                common_pb2.ERROR_REASON_PROTOCOL_MISMATCH,
                 f"node speaks protocol {hello.versions.protocol}, gateway {PROTOCOL_VERSION}; "
                 "install matching easyremote versions",
             )
         if not hello.node_id or len(hello.node_id) > MAX_NODE_ID_LENGTH:
             await abort(
                 context,
-                _R.ERROR_REASON_INVALID_ARGUMENT,
+                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
                 f"node id must be 1-{MAX_NODE_ID_LENGTH} characters",
             )
         names = [spec.name for spec in hello.functions]
@@ -172,7 +175,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         if len(names) > limits.max_functions:
             await abort(
                 context,
-                _R.ERROR_REASON_INVALID_ARGUMENT,
+                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
                 f"{len(names)} functions is more than the gateway accepts per node "
                 f"(max_functions_per_node={limits.max_functions})",
             )
@@ -180,14 +183,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         if too_long is not None:
             await abort(
                 context,
-                _R.ERROR_REASON_INVALID_ARGUMENT,
+                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
                 f"function name {too_long[:40]!r}... is longer than "
                 f"{limits.max_name_chars} characters (max_function_name_chars)",
             )
         if len(set(names)) != len(names) or not all(names):
             await abort(
                 context,
-                _R.ERROR_REASON_INVALID_ARGUMENT,
+                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
                 "function names must be unique and non-empty",
             )
         return first

@@ -21,8 +21,6 @@ from easyremote.server._registry import FunctionStats, NodeRecord, Registry, ewm
 
 logger = logging.getLogger("easyremote.server")
 
-_R = common_pb2.ErrorReason
-_K = common_pb2.ResultKind
 
 # A node lost mid-call costs one attempt; the third loss ends the call.
 MAX_ATTEMPTS = 3
@@ -144,7 +142,10 @@ class Router:
             self.stats.dropped_results += 1
             return
         kind = result.kind
-        if kind == _K.RESULT_KIND_ERROR and result.error.reason == _R.ERROR_REASON_REJECTED:
+        if (
+            kind == common_pb2.RESULT_KIND_ERROR
+            and result.error.reason == common_pb2.ERROR_REASON_REJECTED
+        ):
             self._release(node, call, success=None)
             if not call.finished:
                 self._reroute(call, f"{node.node_id} refused: {result.error.message}")
@@ -155,30 +156,30 @@ class Router:
             self.stats.dropped_results += 1
             if result.more:
                 call.open_kind = kind
-            elif kind != _K.RESULT_KIND_ITEM:
+            elif kind != common_pb2.RESULT_KIND_ITEM:
                 self._release(node, call, success=None)
             return
         result.call_id = call.call_id
         result.node_id = node.node_id
         result.attempt = call.attempt
-        if kind == _K.RESULT_KIND_ERROR:
+        if kind == common_pb2.RESULT_KIND_ERROR:
             result.error.node_id = node.node_id
             result.error.attempt = call.attempt
             result.error.items_delivered = call.items_delivered
-        elif kind == _K.RESULT_KIND_ITEM and not result.more:
+        elif kind == common_pb2.RESULT_KIND_ITEM and not result.more:
             # An item counts once complete: a partial one is discarded by the
             # client, and a stream that delivered nothing may still be re-run.
             call.items_delivered += 1
-        if not result.more and kind != _K.RESULT_KIND_ITEM:
+        if not result.more and kind != common_pb2.RESULT_KIND_ITEM:
             # Free the slot first: a queued call is then sent to the node
             # before this result goes to its caller, so the node idles for
             # one write less.
-            self._release(node, call, success=kind != _K.RESULT_KIND_ERROR)
+            self._release(node, call, success=kind != common_pb2.RESULT_KIND_ERROR)
         call.sink.send_result(result)
         if result.more:
             call.open_kind = kind
-        elif kind != _K.RESULT_KIND_ITEM:
-            self._complete(node, call, success=kind != _K.RESULT_KIND_ERROR)
+        elif kind != common_pb2.RESULT_KIND_ITEM:
+            self._complete(node, call, success=kind != common_pb2.RESULT_KIND_ERROR)
 
     def node_chunk(self, node: NodeRecord, chunk: DataChunk) -> None:
         call = node.calls.get(chunk.call_id)
@@ -189,15 +190,15 @@ class Router:
         if not chunk.more:
             call.open_kind = 0
         if call.finished:
-            if not chunk.more and kind != _K.RESULT_KIND_ITEM:
+            if not chunk.more and kind != common_pb2.RESULT_KIND_ITEM:
                 self._release(node, call, success=None)
             return
         chunk.call_id = call.call_id
-        if kind == _K.RESULT_KIND_ITEM and not chunk.more:
+        if kind == common_pb2.RESULT_KIND_ITEM and not chunk.more:
             call.items_delivered += 1
         call.sink.send_chunk(chunk)
-        if not chunk.more and kind != _K.RESULT_KIND_ITEM:
-            self._complete(node, call, success=kind != _K.RESULT_KIND_ERROR)
+        if not chunk.more and kind != common_pb2.RESULT_KIND_ITEM:
+            self._complete(node, call, success=kind != common_pb2.RESULT_KIND_ERROR)
 
     def node_lost(self, node: NodeRecord, why: str) -> None:
         """``node``'s stream ended: its calls are re-run or failed clearly."""
@@ -238,7 +239,7 @@ class Router:
             )
             self._fail(
                 call,
-                _R.ERROR_REASON_QUEUE_FULL,
+                common_pb2.ERROR_REASON_QUEUE_FULL,
                 f"{busy} and {len(queue)} calls are already waiting "
                 f"(gateway max_queue={self.config.max_queue})",
             )
@@ -262,7 +263,9 @@ class Router:
                         call.wait_timer = self.loop.call_at(call.wait_until, self._wait_over, call)
                     return [], 0
                 self._fail(
-                    call, _R.ERROR_REASON_NODE_NOT_FOUND, f"node {pinned!r} is not connected"
+                    call,
+                    common_pb2.ERROR_REASON_NODE_NOT_FOUND,
+                    f"node {pinned!r} is not connected",
                 )
                 return None
             candidates: Iterable[NodeRecord] = (node,)
@@ -285,7 +288,7 @@ class Router:
             message = f"no connected node serves {function!r}"
         else:
             message = f"no eligible node for {function!r} ({'; '.join(sorted(reasons))})"
-        self._fail(call, _R.ERROR_REASON_NO_AVAILABLE_NODES, message)
+        self._fail(call, common_pb2.ERROR_REASON_NO_AVAILABLE_NODES, message)
         return None
 
     def _dispatch(self, call: Call, node: NodeRecord, stats: FunctionStats) -> None:
@@ -382,7 +385,7 @@ class Router:
         if call.reroutes > _MAX_REROUTES:
             self._fail(
                 call,
-                _R.ERROR_REASON_UNAVAILABLE,
+                common_pb2.ERROR_REASON_UNAVAILABLE,
                 f"call refused {call.reroutes} times; last: {why}",
             )
             return
@@ -395,7 +398,7 @@ class Router:
         if call.stream and call.items_delivered:
             self._fail(
                 call,
-                _R.ERROR_REASON_STREAM_INTERRUPTED,
+                common_pb2.ERROR_REASON_STREAM_INTERRUPTED,
                 f"node {node.node_id!r} was lost ({why}) after the stream delivered "
                 f"{call.items_delivered} item(s); it is not restarted",
                 node_id=node.node_id,
@@ -403,7 +406,7 @@ class Router:
         elif not idempotent:
             self._fail(
                 call,
-                _R.ERROR_REASON_NODE_LOST,
+                common_pb2.ERROR_REASON_NODE_LOST,
                 f"node {node.node_id!r} was lost ({why}) while running {call.function!r}, "
                 "registered idempotent=False: outcome unknown, not re-run",
                 node_id=node.node_id,
@@ -411,7 +414,7 @@ class Router:
         elif call.losses >= MAX_ATTEMPTS:
             self._fail(
                 call,
-                _R.ERROR_REASON_NODE_LOST,
+                common_pb2.ERROR_REASON_NODE_LOST,
                 f"node {node.node_id!r} was lost ({why}); gave up after {call.losses} node losses",
                 node_id=node.node_id,
             )
@@ -434,7 +437,7 @@ class Router:
         if limit and call.args_bytes > limit:
             self.cancel_with_error(
                 call,
-                _R.ERROR_REASON_PAYLOAD_TOO_LARGE,
+                common_pb2.ERROR_REASON_PAYLOAD_TOO_LARGE,
                 f"arguments exceed the gateway's limit of {limit} bytes",
             )
 
@@ -453,7 +456,7 @@ class Router:
         where = f" on {call.node.node_id!r}" if call.node else " (still waiting for a node)"
         self.cancel_with_error(
             call,
-            _R.ERROR_REASON_DEADLINE_EXCEEDED,
+            common_pb2.ERROR_REASON_DEADLINE_EXCEEDED,
             f"{call.function!r} did not finish within {timeout:g} s{where}",
         )
 

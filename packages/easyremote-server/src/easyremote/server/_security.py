@@ -37,7 +37,6 @@ _NODE_SERVICE = "/easyremote.proto.v1.NodeService/"
 # How long a refused stream waits for the caller's first message.
 _DRAIN_FIRST_S = 1.0
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-_R = common_pb2.ErrorReason
 
 
 @dataclass(frozen=True)
@@ -165,7 +164,7 @@ class AuthInterceptor(_InterceptorBase):
             return _refusal(
                 handler,
                 grpc.StatusCode.UNAUTHENTICATED,
-                _R.ERROR_REASON_UNAUTHENTICATED,
+                common_pb2.ERROR_REASON_UNAUTHENTICATED,
                 "missing or invalid EasyRemote token: on the gateway's machine it is found "
                 "automatically; elsewhere set EASYREMOTE_TOKEN (see docs/security.md)",
             )
@@ -176,7 +175,7 @@ class AuthInterceptor(_InterceptorBase):
             return _refusal(
                 handler,
                 grpc.StatusCode.PERMISSION_DENIED,
-                _R.ERROR_REASON_PERMISSION_DENIED,
+                common_pb2.ERROR_REASON_PERMISSION_DENIED,
                 f"a {other} token cannot {action}; use the {needed} token",
             )
         return handler
