@@ -15,7 +15,7 @@ from easyremote.proto.streams import (
     GATEWAY_TO_NODE,
     NODE_TO_GATEWAY,
 )
-from easyremote.proto.v1 import client_pb2, node_pb2
+from easyremote.proto.v1 import client_pb2, common_pb2, node_pb2
 
 CODECS: list[tuple[StreamCodec[Any], Any]] = [
     (NODE_TO_GATEWAY, node_pb2.NodeEnvelope),
@@ -88,12 +88,34 @@ def test_other_envelopes_decode_through_protobuf() -> None:
     assert NODE_TO_GATEWAY.decode(b"") == node_pb2.NodeEnvelope()
 
 
-def test_encode_frames_packs_one_envelope() -> None:
+def test_encode_frames_packs_one_envelope_exactly_as_protobuf() -> None:
     frames = [node_pb2.NodeFrame(), node_pb2.NodeFrame()]
     frames[0].heartbeat.seq = 1
     frames[1].draining.reason = "bye"
-    envelope = node_pb2.NodeEnvelope.FromString(NODE_TO_GATEWAY.encode_frames(frames))
-    assert list(envelope.frames) == frames
+    expected = node_pb2.NodeEnvelope()
+    for frame in frames:
+        expected.frames.add().CopyFrom(frame)
+    assert NODE_TO_GATEWAY.encode_frames(frames) == expected.SerializeToString()
+    assert (
+        NODE_TO_GATEWAY.encode_frames(frames[:1])
+        == node_pb2.NodeEnvelope(frames=frames[:1]).SerializeToString()
+    )
+
+
+def test_pre_encoded_frames_mix_with_message_frames() -> None:
+    result = common_pb2.CallResult(call_id=7, kind=common_pb2.RESULT_KIND_VALUE, data=b"v")
+    welcome = client_pb2.SessionFrame()
+    welcome.welcome.max_payload_bytes = 5
+    encoded = GATEWAY_TO_CLIENT.encode_frame("result", result)
+    envelope = client_pb2.SessionEnvelope.FromString(
+        GATEWAY_TO_CLIENT.encode_frames([welcome, encoded, encoded])
+    )
+    assert [frame.WhichOneof("kind") for frame in envelope.frames] == [
+        "welcome",
+        "result",
+        "result",
+    ]
+    assert envelope.frames[2].result == result
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import cloudpickle
 from easyremote.client._errors import SerializationError
 from easyremote.client.version import __version__
 from easyremote.proto import PROTOCOL_VERSION, python_version
-from easyremote.proto.payload import Payload, is_plain_data, pickle_payload, unpickle
+from easyremote.proto.payload import Payload, pickle_value, unpickle
 from easyremote.proto.v1 import common_pb2
 
 # Payloads above this size are (un)pickled off the event loop by AsyncClient.
@@ -32,9 +32,7 @@ def dump_arguments(function: str, args: tuple[Any, ...], kwargs: dict[str, Any])
     """
     value = (args, kwargs)
     try:
-        if is_plain_data(value):
-            return pickle_payload(value)
-        return pickle_payload(value, cloudpickle.Pickler)
+        return pickle_value(value, cloudpickle.Pickler)
     except Exception as exc:
         raise SerializationError(
             f"could not pickle the arguments of {function!r}: {exc!r}"

@@ -61,7 +61,8 @@ class Execution:
         # Most calls arrive whole; only chunked arguments need an event.
         self._args_ready: asyncio.Event | None = asyncio.Event() if execute.more else None
         self._credit = execute.credit
-        self._credit_event = asyncio.Event()
+        # Streams only: a plain call never waits for credit.
+        self._credit_event: asyncio.Event | None = asyncio.Event() if self.stream else None
         self._gen_lock = threading.Lock()
         # Hand-off of a sync generator created on a worker thread, in case the
         # call is cancelled while it is being created.
@@ -170,7 +171,8 @@ class Execution:
 
     def add_credit(self, items: int) -> None:
         self._credit += items
-        self._credit_event.set()
+        if self._credit_event is not None:
+            self._credit_event.set()
 
     def cancel(self, reason: str) -> None:
         """Stops the call: async code sees CancelledError, sync code the flag."""
@@ -404,9 +406,11 @@ class Execution:
         self._send_end()
 
     async def _take_credit(self) -> None:
+        event = self._credit_event
+        assert event is not None  # only streams take credit
         while self._credit <= 0:
-            self._credit_event.clear()
-            await self._credit_event.wait()
+            event.clear()
+            await event.wait()
         self._credit -= 1
 
     # ------------------------------------------------------------- (un)pickling

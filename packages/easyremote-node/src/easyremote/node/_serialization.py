@@ -9,7 +9,7 @@ import cloudpickle
 
 from easyremote.node.version import __version__
 from easyremote.proto import PROTOCOL_VERSION, python_version
-from easyremote.proto.payload import Payload, is_plain_data, pickle_payload, unpickle
+from easyremote.proto.payload import Payload, pickle_value, unpickle
 from easyremote.proto.v1 import common_pb2
 
 # Below this size pickling runs inline on the event loop; above it in a worker
@@ -32,9 +32,7 @@ def dumps(value: object) -> Payload:
 
     Large ``bytes`` inside ``value`` are referred to, not copied.
     """
-    if is_plain_data(value):
-        return pickle_payload(value)
-    return pickle_payload(value, cloudpickle.Pickler)
+    return pickle_value(value, cloudpickle.Pickler)
 
 
 def loads(data: Payload | bytes) -> Any:

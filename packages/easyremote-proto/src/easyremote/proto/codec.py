@@ -103,8 +103,12 @@ class StreamCodec(Generic[EnvelopeT]):
         chunk_type = chunk_field.message_type
         assert chunk_type is not None, "chunk must be a message field"
         chunk = chunk_type.fields_by_name
-        self._envelope_type = envelope_type
         self._parse = envelope_type.FromString
+        self._kind_tags = {
+            field.name: bytes((_tag(field.number, _LEN),))
+            for field in frame_type.fields
+            if field.message_type is not None
+        }
         self._frames_tag = _tag(frames.number, _LEN)
         self._chunk_tag = _tag(chunk_field.number, _LEN)
         self._call_id_tag = _tag(chunk["call_id"].number, _VARINT)
@@ -183,20 +187,29 @@ class StreamCodec(Generic[EnvelopeT]):
         prefix += head
         return b"".join((prefix, data, tail))
 
-    def encode_frames(self, frames: Sequence[Any]) -> bytes:
-        """Protobuf frames packed into one envelope.
+    def encode_frame(self, kind: str, message: Message) -> bytes:
+        """A frame whose ``kind`` field holds ``message``, already serialised.
 
-        A lone frame (the common case when calls are few) is serialised and
-        prefixed by hand, 2.5x faster than building an envelope. Several are
-        added with ``add().CopyFrom()``: with the upb backend, passing frames
-        to the constructor, ``append`` or ``extend`` costs as much as
-        serialising them (measured 3.6 ms per MiB), ``CopyFrom`` about 0.08 ms.
+        The outbox sends such bytes like a frame message; building them skips
+        the frame object and the copy of ``message`` into it.
         """
+        body = message.SerializeToString()
+        return b"".join((self._kind_tags[kind], encode_varint(len(body)), body))
+
+    def encode_frames(self, frames: Sequence[Any]) -> bytes:
+        """Frames (protobuf messages, or bytes from ``encode_frame``) as one envelope.
+
+        Each frame is serialised on its own and prefixed by hand: the bytes
+        are what protobuf writes for the envelope, at less than half the cost
+        of building one (upb copies every frame into it).
+        """
+        prefix = self._frames_prefix
         if len(frames) == 1:
-            body = frames[0].SerializeToString()
-            return b"".join((self._frames_prefix, encode_varint(len(body)), body))
-        envelope = self._envelope_type()
-        add = envelope.frames.add  # type: ignore[attr-defined]
+            frame = frames[0]
+            body = frame if type(frame) is bytes else frame.SerializeToString()
+            return b"".join((prefix, encode_varint(len(body)), body))
+        parts: list[bytes] = []
         for frame in frames:
-            add().CopyFrom(frame)
-        return envelope.SerializeToString()
+            body = frame if type(frame) is bytes else frame.SerializeToString()
+            parts += (prefix, encode_varint(len(body)), body)
+        return b"".join(parts)

@@ -51,9 +51,12 @@ class Outbox(Generic[FrameT]):
         self._write = write
         self._max_envelope_bytes = max_envelope_bytes
         self._high_water = high_water_bytes
-        self._pending: deque[tuple[FrameT | DataChunk, int]] = deque()
+        self._pending: deque[tuple[FrameT | DataChunk | bytes, int]] = deque()
         self._pending_bytes = 0
-        self._wake = asyncio.Event()
+        # The idle writer waits on this future; a bare future is cheaper to
+        # wake than an asyncio.Event, and the writer wakes once per message
+        # when calls are few.
+        self._wake: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
         self._closing = False
@@ -93,7 +96,7 @@ class Outbox(Generic[FrameT]):
         """True once the outbox takes no more frames."""
         return self._closing or self._closed
 
-    def put(self, frame: FrameT | DataChunk, size: int = 0) -> None:
+    def put(self, frame: FrameT | DataChunk | bytes, size: int = 0) -> None:
         """Queues ``frame`` (carrying ``size`` payload bytes) without waiting.
 
         Raises:
@@ -106,9 +109,16 @@ class Outbox(Generic[FrameT]):
             self._pending_bytes += size
             if self._pending_bytes >= self._high_water:
                 self._writable.clear()
-        self._wake.set()
+        self._wake_writer()
 
-    async def put_wait(self, frame: FrameT | DataChunk, size: int) -> None:
+    def _wake_writer(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+
+    async def put_wait(self, frame: FrameT | DataChunk | bytes, size: int) -> None:
         """Queues ``frame`` once queued bytes are below the high-water mark."""
         while not self._writable.is_set():
             await self._writable.wait()
@@ -117,7 +127,7 @@ class Outbox(Generic[FrameT]):
     def close(self) -> None:
         """Takes no more frames; ``run`` writes what is queued, then returns."""
         self._closing = True
-        self._wake.set()
+        self._wake_writer()
 
     async def run(self) -> None:
         """Writes queued frames until closed. Run exactly one per outbox."""
@@ -126,8 +136,9 @@ class Outbox(Generic[FrameT]):
         encode_frames = self._codec.encode_frames
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
+                if not pending and not self._closing:
+                    self._wake = asyncio.get_running_loop().create_future()
+                    await self._wake
                 while pending:
                     item, nbytes = pending.popleft()
                     if type(item) is DataChunk:

@@ -21,22 +21,63 @@ _MAX_ITEMS = 32
 _MAX_DEPTH = 4
 
 
-def is_plain_data(value: object, depth: int = 0) -> bool:
+_BUFFERS = (str, bytes)
+# Plain data whose strings and bytes add up to no more than this is pickled
+# with ``pickle.dumps`` (one C call); larger goes through a Payload.
+_SMALL_PLAIN_BYTES = 64 << 10
+
+
+def is_plain_data(value: object) -> bool:
     """True when ``value`` is plain data the standard pickler handles exactly."""
+    return _plain_size(value, 0) >= 0
+
+
+def _plain_size(value: object, depth: int) -> int:
+    """Total length of the strings and bytes in plain data; -1 if not plain data."""
     kind = type(value)
     if kind in _SCALARS:
-        return True
+        return len(value) if kind in _BUFFERS else 0  # type: ignore[arg-type]
     if depth >= _MAX_DEPTH:
-        return False
+        return -1
+    total = 0
     if kind is tuple or kind is list:
         items: tuple[object, ...] | list[object] = value  # type: ignore[assignment]
-        return len(items) <= _MAX_ITEMS and all(is_plain_data(v, depth + 1) for v in items)
+        if len(items) > _MAX_ITEMS:
+            return -1
+        for item in items:
+            size = _plain_size(item, depth + 1)
+            if size < 0:
+                return -1
+            total += size
+        return total
     if kind is dict:
         mapping: dict[object, object] = value  # type: ignore[assignment]
-        return len(mapping) <= _MAX_ITEMS and all(
-            type(k) is str and is_plain_data(v, depth + 1) for k, v in mapping.items()
-        )
-    return False
+        if len(mapping) > _MAX_ITEMS:
+            return -1
+        for key, item in mapping.items():
+            size = _plain_size(item, depth + 1) if type(key) is str else -1
+            if size < 0:
+                return -1
+            total += size
+        return total
+    return -1
+
+
+def pickle_value(value: object, pickler: Callable[..., Any]) -> Payload:
+    """Pickles ``value``: plain data with the standard pickler, the rest with ``pickler``.
+
+    Args:
+        value: Anything picklable.
+        pickler: The pickler class for values that are not plain data
+            (cloudpickle's, so functions and ``__main__`` classes travel by
+            value).
+    """
+    size = _plain_size(value, 0)
+    if size < 0:
+        return pickle_payload(value, pickler)
+    if size <= _SMALL_PLAIN_BYTES:
+        return Payload((pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL),))
+    return pickle_payload(value)
 
 
 class Payload:

@@ -31,9 +31,7 @@ class ClientSession:
     # ResultSink ------------------------------------------------------------
 
     def send_result(self, result: common_pb2.CallResult) -> None:
-        frame = client_pb2.SessionFrame()
-        frame.result.CopyFrom(result)
-        self._put(frame, len(result.data))
+        self._put(GATEWAY_TO_CLIENT.encode_frame("result", result), len(result.data))
 
     def send_chunk(self, chunk: DataChunk) -> None:
         self._put(chunk, len(chunk.data))
@@ -42,7 +40,7 @@ class ClientSession:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
 
-    def _put(self, frame: client_pb2.SessionFrame | DataChunk, size: int) -> None:
+    def _put(self, frame: client_pb2.SessionFrame | DataChunk | bytes, size: int) -> None:
         try:
             self.outbox.put(frame, size)
         except OutboxClosedError:
