@@ -165,6 +165,59 @@ def test_outbox_sends_each_data_chunk_as_a_message_of_its_own() -> None:
     ]
 
 
+def test_outbox_writes_a_lone_call_at_once_and_batches_the_rest() -> None:
+    async def scenario() -> tuple[list[Any], list[Any], list[Any]]:
+        written: list[Any] = []
+        release = asyncio.Event()
+        in_flight = 0
+        most = 0
+
+        async def write(message: Any) -> None:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            written.append(message)
+            await release.wait()
+            in_flight -= 1
+
+        outbox = _outbox(write)
+        outbox.start()
+        outbox.put(1, now=True)
+        at_once = list(written)  # handed to gRPC inside put: no loop turn
+        outbox.put(2)
+        outbox.put(3, now=True)  # a write is in flight: queued behind it
+        release.set()
+        await asyncio.sleep(0)
+        outbox.put(4)
+        outbox.put(5)
+        before_turn = list(written)
+        await outbox.aclose(5)
+        assert most == 1  # never two writes at once on one stream
+        return at_once, before_turn, written
+
+    at_once, before_turn, written = asyncio.run(scenario())
+    assert at_once == [[1]]
+    assert before_turn == [[1], [2, 3]]
+    assert written == [[1], [2, 3], [4, 5]]  # put without now waits for the loop turn
+
+
+def test_outbox_closes_when_a_write_fails() -> None:
+    async def scenario() -> Outbox[int]:
+        async def write(message: Any) -> None:
+            raise ConnectionError("stream broke")
+
+        outbox = _outbox(write)
+        outbox.start()
+        outbox.put(1, now=True)
+        await asyncio.wait_for(outbox.run(), 5)
+        return outbox
+
+    outbox = asyncio.run(scenario())
+    assert outbox.closed
+    with pytest.raises(OutboxClosedError):
+        outbox.put(2)
+
+
 def test_outbox_limits_envelope_bytes_and_blocks_bulk_producers() -> None:
     async def scenario() -> tuple[list[int], bool]:
         sizes: list[int] = []

@@ -10,7 +10,7 @@ GIB = 1 << 30
 
 
 class _Link:
-    def send(self, frame: object, size: int = 0) -> None:
+    def send(self, frame: object, size: int = 0, *, now: bool = False) -> None:
         pass
 
 

@@ -19,7 +19,7 @@ class Link:
     def __init__(self) -> None:
         self.frames: list[node_pb2.GatewayFrame] = []
 
-    def send(self, frame: node_pb2.GatewayFrame, size: int = 0) -> None:
+    def send(self, frame: node_pb2.GatewayFrame, size: int = 0, *, now: bool = False) -> None:
         self.frames.append(frame)
 
     def executes(self) -> list[node_pb2.Execute]:

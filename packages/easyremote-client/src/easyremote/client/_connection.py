@@ -245,7 +245,7 @@ class Session:
         start.more = bool(pieces)
         try:
             if not pieces:
-                self.outbox.put(frame, len(inline))
+                self.outbox.put(frame, len(inline), now=len(self.calls) == 1)
                 return pending
             self.outbox.put(frame)
             last = len(pieces) - 1

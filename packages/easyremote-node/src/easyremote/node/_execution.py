@@ -42,6 +42,7 @@ class Execution:
         outbox: Outbox[node_pb2.NodeFrame],
         pool: WorkerPool,
         on_done: Callable[[Execution], None],
+        alone: Callable[[], bool] = lambda: False,
     ) -> None:
         self.call_id = execute.call_id
         self.function = function
@@ -71,6 +72,9 @@ class Execution:
         self._started: Generator[Any, None, None] | IsolatedGenerator | None = None
         self._cancel_reason = ""
         self._on_done = on_done
+        # True while no other call runs on this node: outcome frames are then
+        # written at once instead of batched (Outbox.put).
+        self._alone = alone
         self._done = False
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -479,6 +483,6 @@ class Execution:
 
     def _put(self, frame: node_pb2.NodeFrame, size: int = 0) -> None:
         try:
-            self._outbox.put(frame, size)
+            self._outbox.put(frame, size, now=self._alone())
         except Exception:  # noqa: BLE001 - stream closed: the gateway re-routes
             pass

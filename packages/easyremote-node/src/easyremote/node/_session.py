@@ -107,10 +107,15 @@ class NodeSession:
             result.error.message = refusal or "refused"
             self.outbox.put(frame)
             return
-        execution = Execution(execute, function, self.outbox, self._pool, self._finished)
+        execution = Execution(
+            execute, function, self.outbox, self._pool, self._finished, self._alone
+        )
         self.executions[execution.call_id] = execution
         self._idle.clear()
         execution.start()
+
+    def _alone(self) -> bool:
+        return len(self.executions) <= 1
 
     def _finished(self, execution: Execution) -> None:
         if self.executions.get(execution.call_id) is execution:

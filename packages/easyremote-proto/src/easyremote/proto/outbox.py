@@ -1,20 +1,31 @@
 """Coalescing writer for one gRPC stream.
 
 Every long-lived EasyRemote stream (client session, node connection) has one
-Outbox. Producers queue frames without waiting; a single writer task packs all
-frames queued while the previous write was in progress into one envelope. Under
-load this turns many tiny gRPC messages into few larger ones, which measured
-~5x more calls/s than one message per frame. Payload chunks (``DataChunk``)
-always go as a message of their own, framed by the stream's codec without
-protobuf. A byte high-water mark lets bulk producers (large payloads) wait
-instead of filling memory.
+Outbox. Producers hand it frames without waiting. When no write is in flight,
+a frame is written at once; frames that arrive while a write is in flight are
+queued and packed into one envelope for the next write. Under load this turns
+many tiny gRPC messages into few larger ones, which measured ~5x more calls/s
+than one message per frame. Payload chunks (``DataChunk``) always go as a
+message of their own, framed by the stream's codec without protobuf. A byte
+high-water mark lets bulk producers (large payloads) wait instead of filling
+memory.
+
+Writes are driven by future callbacks, not by a writer task. The frame of a
+call that runs alone (``put(..., now=True)``) is written inside ``put``: the
+first step of gRPC's write coroutine runs there, so the message reaches
+gRPC's core before the producer's own code goes on (for example before a read
+loop re-arms its read) rather than a loop turn later. That measured ~10% lower
+latency per call over the four hops of a call. No task is involved, so
+nothing can cancel a write half-way: grpc.aio cancels the whole RPC when a
+task awaiting ``write`` is cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from easyremote.proto.codec import DataChunk, StreamCodec
@@ -22,13 +33,15 @@ from easyremote.proto.framing import CHUNK_SIZE
 
 FrameT = TypeVar("FrameT")
 
+logger = logging.getLogger("easyremote")
+
 
 class OutboxClosedError(ConnectionError):
     """The stream behind an Outbox is closed; the frame was not sent."""
 
 
 class Outbox(Generic[FrameT]):
-    """Queues frames for one stream and writes them in coalesced envelopes.
+    """Writes frames to one stream: at once when idle, coalesced when busy.
 
     Args:
         codec: Encodes the stream's outgoing envelopes and chunks.
@@ -53,20 +66,26 @@ class Outbox(Generic[FrameT]):
         self._high_water = high_water_bytes
         self._pending: deque[tuple[FrameT | DataChunk | bytes, int]] = deque()
         self._pending_bytes = 0
-        # The idle writer waits on this future; a bare future is cheaper to
-        # wake than an asyncio.Event, and the writer wakes once per message
-        # when calls are few.
-        self._wake: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
+        self._started = False
+        self._writing = False
+        self._scheduled = False
         self._closing = False
         self._closed = False
-        self._writer: asyncio.Future[None] | None = None
+        # Resolved once closed and everything queued was written (or dropped).
+        self._finished: asyncio.Future[None] | None = None
 
     def start(self) -> None:
-        """Starts the writer task (on the running loop)."""
-        if self._writer is None:
-            self._writer = asyncio.ensure_future(self.run())
+        """Starts writing (frames put before this wait for it)."""
+        if not self._started:
+            self._started = True
+            self._write_next()
+
+    async def run(self) -> None:
+        """Starts writing and returns once the outbox is closed and drained."""
+        self.start()
+        await asyncio.shield(self._finished_future())
 
     async def aclose(self, timeout: float) -> None:
         """Writes what is queued (up to ``timeout`` seconds), then stops.
@@ -74,30 +93,35 @@ class Outbox(Generic[FrameT]):
         Never raises: a stream that broke meanwhile just loses the frames.
         """
         self.close()
-        writer = self._writer
-        if writer is None:
+        if not self._started:
+            self._shut()  # nothing would ever write what is queued
+        if self._closed:
             return
-        # asyncio.wait never raises the writer's error or cancellation, and
-        # cancelling the caller does not cancel the writer.
-        await asyncio.wait({writer}, timeout=timeout)
-        if not writer.done():
-            writer.cancel()
-        elif not writer.cancelled():
-            writer.exception()  # retrieved: a broken stream is expected here
+        # asyncio.wait never raises, and cancelling the caller leaves the
+        # outbox alone.
+        await asyncio.wait({self._finished_future()}, timeout=timeout)
+        if not self._closed:
+            self._shut()  # gave up: what is still queued is dropped
 
     def abort(self) -> None:
         """Stops at once, dropping queued frames (the stream is gone)."""
-        self.close()
-        if self._writer is not None:
-            self._writer.cancel()
+        self._closing = True
+        self._shut()
 
     @property
     def closed(self) -> bool:
         """True once the outbox takes no more frames."""
         return self._closing or self._closed
 
-    def put(self, frame: FrameT | DataChunk | bytes, size: int = 0) -> None:
-        """Queues ``frame`` (carrying ``size`` payload bytes) without waiting.
+    def put(self, frame: FrameT | DataChunk | bytes, size: int = 0, *, now: bool = False) -> None:
+        """Queues ``frame`` (carrying ``size`` payload bytes) for writing; never waits.
+
+        When no write is in flight, the frame is written at the next loop
+        turn together with every frame queued until then, or at once with
+        ``now=True``. Pass ``now`` for the frame of a call that runs alone:
+        nothing would join it, and writing it before the caller's code goes on
+        saves a loop turn on every hop. With calls running side by side,
+        writing each frame at once cost the batching (W2 throughput fell 2.5x).
 
         Raises:
             OutboxClosedError: The stream is closed.
@@ -109,14 +133,18 @@ class Outbox(Generic[FrameT]):
             self._pending_bytes += size
             if self._pending_bytes >= self._high_water:
                 self._writable.clear()
-        self._wake_writer()
+        if self._writing or self._scheduled or not self._started:
+            return
+        if now:
+            self._write_next()
+        else:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_write)
 
-    def _wake_writer(self) -> None:
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            if not wake.done():
-                wake.set_result(None)
+    def _scheduled_write(self) -> None:
+        self._scheduled = False
+        if not self._writing and not self._closed:
+            self._write_next()
 
     async def put_wait(self, frame: FrameT | DataChunk | bytes, size: int) -> None:
         """Queues ``frame`` once queued bytes are below the high-water mark."""
@@ -125,44 +153,82 @@ class Outbox(Generic[FrameT]):
         self.put(frame, size)
 
     def close(self) -> None:
-        """Takes no more frames; ``run`` writes what is queued, then returns."""
+        """Takes no more frames; what is queued is still written."""
         self._closing = True
-        self._wake_writer()
+        if not self._writing and not self._pending:
+            self._shut()
 
-    async def run(self) -> None:
-        """Writes queued frames until closed. Run exactly one per outbox."""
+    # ------------------------------------------------------------ internals
+
+    def _finished_future(self) -> asyncio.Future[None]:
+        if self._finished is None:
+            self._finished = asyncio.get_running_loop().create_future()
+            if self._closed:
+                self._finished.set_result(None)
+        return self._finished
+
+    def _write_next(self) -> None:
+        """Starts writing the next envelope or chunk, if any (no write in flight)."""
         pending = self._pending
-        encode_chunk = self._codec.encode_chunk
-        encode_frames = self._codec.encode_frames
-        try:
-            while True:
-                if not pending and not self._closing:
-                    self._wake = asyncio.get_running_loop().create_future()
-                    await self._wake
-                while pending:
-                    item, nbytes = pending.popleft()
-                    if type(item) is DataChunk:
-                        message = encode_chunk(item)
-                    else:
-                        batch = [item]
-                        while (
-                            pending
-                            and nbytes < self._max_envelope_bytes
-                            and type(pending[0][0]) is not DataChunk
-                        ):
-                            frame, size = pending.popleft()
-                            batch.append(frame)
-                            nbytes += size
-                        message = encode_frames(batch)
-                    self._pending_bytes -= nbytes
-                    if self._pending_bytes < self._high_water:
-                        self._writable.set()
-                    await self._write(message)
-                if self._closing:
-                    return
-        finally:
-            self._closed = True
-            pending.clear()
-            self._pending_bytes = 0
-            # Wake producers blocked in put_wait so they see the closed stream.
+        if not pending:
+            if self._closing:
+                self._shut()
+            return
+        item, nbytes = pending.popleft()
+        if type(item) is DataChunk:
+            message = self._codec.encode_chunk(item)
+        else:
+            batch = [item]
+            while (
+                pending
+                and nbytes < self._max_envelope_bytes
+                and type(pending[0][0]) is not DataChunk
+            ):
+                frame, size = pending.popleft()
+                batch.append(frame)
+                nbytes += size
+            message = self._codec.encode_frames(batch)
+        self._pending_bytes -= nbytes
+        if self._pending_bytes < self._high_water:
             self._writable.set()
+        self._writing = True
+        self._step(self._write(message))  # type: ignore[arg-type]
+
+    def _step(self, write: Coroutine[Any, Any, object]) -> None:
+        """Advances gRPC's write coroutine, the way a task would, until it ends."""
+        try:
+            waiting_on = write.send(None)
+        except StopIteration:
+            self._written(None)
+            return
+        except BaseException as exc:  # the stream failed (or the process is exiting)
+            self._written(exc)
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt and the like are not ours to keep
+            return
+        if waiting_on is None:  # a bare yield (asyncio.sleep(0)): step again next turn
+            asyncio.get_running_loop().call_soon(self._step, write)
+            return
+        # Like Task: the coroutine yields the future it awaits, marked blocking.
+        waiting_on._asyncio_future_blocking = False
+        waiting_on.add_done_callback(lambda _future: self._step(write))
+
+    def _written(self, error: BaseException | None) -> None:
+        self._writing = False
+        if error is not None:
+            logger.debug("stream write failed: %r", error)
+            self._shut()
+            return
+        if not self._closed:
+            self._write_next()
+
+    def _shut(self) -> None:
+        """Marks the outbox closed and drops what is queued."""
+        self._closing = True
+        self._closed = True
+        self._pending.clear()
+        self._pending_bytes = 0
+        # Wake producers blocked in put_wait so they see the closed stream.
+        self._writable.set()
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)

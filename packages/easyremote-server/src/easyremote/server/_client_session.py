@@ -31,18 +31,25 @@ class ClientSession:
     # ResultSink ------------------------------------------------------------
 
     def send_result(self, result: common_pb2.CallResult) -> None:
-        self._put(GATEWAY_TO_CLIENT.encode_frame("result", result), len(result.data))
+        # The session's only call: its outcome is written at once (Outbox.put).
+        self._put(
+            GATEWAY_TO_CLIENT.encode_frame("result", result),
+            len(result.data),
+            now=len(self.calls) <= 1,
+        )
 
     def send_chunk(self, chunk: DataChunk) -> None:
-        self._put(chunk, len(chunk.data))
+        self._put(chunk, len(chunk.data), now=False)
 
     def call_finished(self, call: Call) -> None:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
 
-    def _put(self, frame: client_pb2.SessionFrame | DataChunk | bytes, size: int) -> None:
+    def _put(
+        self, frame: client_pb2.SessionFrame | DataChunk | bytes, size: int, now: bool
+    ) -> None:
         try:
-            self.outbox.put(frame, size)
+            self.outbox.put(frame, size, now=now)
         except OutboxClosedError:
             pass
 

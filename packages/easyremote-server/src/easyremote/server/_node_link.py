@@ -20,14 +20,16 @@ class NodeLink:
         self.handler: asyncio.Task[object] | None = asyncio.current_task()
         self.close_reason = ""
 
-    def send(self, frame: node_pb2.GatewayFrame | DataChunk, size: int = 0) -> None:
+    def send(
+        self, frame: node_pb2.GatewayFrame | DataChunk, size: int = 0, *, now: bool = False
+    ) -> None:
         """Queues ``frame``; dropped silently once the stream is closed.
 
         A closed stream means the node is being removed, and the router then
         settles every call that was running there.
         """
         try:
-            self.outbox.put(frame, size)
+            self.outbox.put(frame, size, now=now)
         except OutboxClosedError:
             pass
 

@@ -323,7 +323,8 @@ class Router:
         execute.data = first
         execute.more = len(args) > 1 or not call.args_complete
         link = node.link
-        link.send(frame, len(first))
+        # Alone on its node, the call's frame is written at once (Outbox.put).
+        link.send(frame, len(first), now=node.in_flight == 1 and not execute.more)
         last = len(args) - 1
         for index in range(1, len(args)):
             piece = args[index]
