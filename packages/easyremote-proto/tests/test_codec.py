@@ -128,3 +128,16 @@ def test_truncated_or_corrupt_chunks_fail_like_protobuf(cut: int) -> None:
         NODE_TO_GATEWAY.decode(message[:-cut])
     with pytest.raises(DecodeError):
         NODE_TO_GATEWAY.decode(b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01")
+
+
+def test_varints_beyond_64_bits_are_left_to_protobuf() -> None:
+    # A 10-byte call_id varint with high bits set: protobuf cuts it to 64 bits.
+    message = bytes.fromhex("0a0d1a0b088180808080808080807f")
+    decoded = GATEWAY_TO_NODE.decode(message)
+    assert isinstance(decoded, node_pb2.GatewayEnvelope)
+    expected = node_pb2.GatewayEnvelope.FromString(message)
+    assert decoded.frames[0].chunk.call_id == expected.frames[0].chunk.call_id
+    for value in (-1, 2**64):
+        with pytest.raises(ValueError):
+            encode_varint(value)
+    assert encode_varint(2**64 - 1) == b"\xff" * 9 + b"\x01"

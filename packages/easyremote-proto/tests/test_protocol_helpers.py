@@ -218,6 +218,47 @@ def test_outbox_closes_when_a_write_fails() -> None:
         outbox.put(2)
 
 
+def test_outbox_shuts_quietly_when_the_rpc_is_cancelled_under_a_write() -> None:
+    async def scenario() -> tuple[Outbox[int], list[Any]]:
+        loop = asyncio.get_running_loop()
+        errors: list[Any] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        gate: asyncio.Future[None] = loop.create_future()
+
+        async def write(message: Any) -> None:
+            await gate  # grpc.aio raises CancelledError here once the RPC is cancelled
+
+        outbox = _outbox(write)
+        outbox.start()
+        outbox.put(1, now=True)
+        outbox.put(2)
+        gate.cancel()
+        await asyncio.wait_for(outbox.run(), 5)
+        return outbox, errors
+
+    outbox, errors = asyncio.run(scenario())
+    assert outbox.closed
+    assert errors == []  # nothing escaped into the event loop
+
+
+def test_outbox_writes_that_finish_at_once_do_not_recurse() -> None:
+    async def scenario() -> int:
+        count = 0
+
+        async def write(message: Any) -> None:
+            nonlocal count
+            count += 1  # never suspends
+
+        outbox = _outbox(write)
+        for index in range(3000):
+            outbox.put(DataChunk(1, b"x", index < 2999), 1)
+        outbox.close()
+        await asyncio.wait_for(outbox.run(), 5)
+        return count
+
+    assert asyncio.run(scenario()) == 3000
+
+
 def test_outbox_limits_envelope_bytes_and_blocks_bulk_producers() -> None:
     async def scenario() -> tuple[list[int], bool]:
         sizes: list[int] = []

@@ -161,6 +161,8 @@ class ComputeNode:
         self._fatal: BaseException | None = None
         self._last_error: str = ""
         self._session: NodeSession | None = None
+        # Before any EasyRemote thread exists (see easyremote.proto.memory).
+        tune_allocator(single_arena=True)
 
     # ------------------------------------------------------------ registration
 
@@ -365,7 +367,7 @@ class ComputeNode:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
-        tune_allocator()
+        tune_allocator(single_arena=True)
         if self._stop_requested.is_set():
             self._stop_event.set()
         self._fatal = None

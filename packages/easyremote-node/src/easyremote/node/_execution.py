@@ -18,7 +18,7 @@ from easyremote.node._outcomes import failure as _failure
 from easyremote.node._outcomes import user_failure as _user_failure
 from easyremote.node._serialization import INLINE_PICKLE_BYTES
 from easyremote.node._workers import WorkerPool
-from easyremote.proto import DataChunk, Payload
+from easyremote.proto import DataChunk, OutboxClosedError, Payload
 from easyremote.proto.framing import INLINE_PAYLOAD_BYTES, split_payload
 from easyremote.proto.v1 import common_pb2, node_pb2
 
@@ -150,6 +150,8 @@ class Execution:
         except asyncio.CancelledError:
             # Ends the partial value for the gateway, which frees the slot.
             self._send_error(self._cancelled_error())
+        except OutboxClosedError:
+            pass  # the stream is gone: the gateway settles the call itself
         finally:
             self._finish()
 

@@ -56,9 +56,15 @@ def _tag(number: int, wire_type: int) -> int:
 
 
 def encode_varint(value: int) -> bytes:
-    """Protobuf's base-128 varint encoding of a non-negative integer."""
-    if value < 0x80:
+    """Protobuf's base-128 varint encoding of an unsigned 64-bit integer.
+
+    Raises:
+        ValueError: ``value`` is negative or needs more than 64 bits.
+    """
+    if 0 <= value < 0x80:
         return _ONE_BYTE_VARINTS[value]
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{value} is not an unsigned 64-bit integer")
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -72,7 +78,9 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
 
     Raises:
         IndexError: The buffer ends inside the varint.
-        ValueError: The varint is longer than 64 bits.
+        ValueError: The varint does not fit 64 bits. Protobuf would silently
+            cut it to 64 bits; the fast path leaves such odd input to protobuf
+            rather than reading it differently.
     """
     result = 0
     shift = 0
@@ -81,6 +89,8 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
+            if result >> 64:
+                raise ValueError("varint longer than 64 bits")
             return result, pos
         shift += 7
         if shift > _MAX_VARINT_SHIFT:

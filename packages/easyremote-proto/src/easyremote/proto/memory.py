@@ -9,12 +9,14 @@ back (and faulted in again) after every large call.
 
 Threads other than the main one get their own glibc arenas, whose heaps cannot
 hold a block above 64 MiB: there, every large payload (a worker thread
-unpickling arguments, the sync client's loop thread joining a result) is a
-fresh ``mmap`` again, measured at 50,000 page faults and ~0.2 s of CPU per
-64 MiB echo. Limiting the process to one arena keeps those blocks in the main
-heap too; threads then share one allocator lock, which costs little under the
-GIL. The limit only binds threads that allocate after it is set, so it is
-applied before EasyRemote starts any thread.
+unpickling arguments) is a fresh ``mmap`` again, measured at ~17,000 page
+faults and ~20% more time per 64 MiB echo. Limiting the process to one arena
+keeps those blocks in the main heap too. That is a process-wide trade (every
+thread, native ones included, then shares one allocator lock), so only the
+roles that own their process take it: the gateway and nodes
+(``single_arena=True``), not the client library inside someone's application.
+The limit binds threads that allocate after it is set, so it is applied when
+a ``Server`` or ``ComputeNode`` is made, before EasyRemote starts a thread.
 
 The cost: a process keeps up to ``_TRIM_THRESHOLD`` of freed memory resident
 after large payloads. Set ``EASYREMOTE_MALLOC_TUNING=0`` to leave the
@@ -38,34 +40,43 @@ _M_ARENA_MAX = -8
 _MMAP_THRESHOLD = 128 << 20
 _TRIM_THRESHOLD = 256 << 20
 
+# Older glibc refuses an mmap threshold above half its 64 MiB heap size.
+_FALLBACK_MMAP_THRESHOLD = 32 << 20
+
 _lock = threading.Lock()
-_done = False
+_applied: set[str] = set()
 
 
-def tune_allocator() -> bool:
+def tune_allocator(*, single_arena: bool = False) -> bool:
     """Applies the settings once per process; True if they are in effect.
 
-    A no-op (False) off glibc Linux or with ``EASYREMOTE_MALLOC_TUNING=0``.
+    Each setting is applied on its own, so a libc that refuses one still gets
+    the others. A no-op (False) off glibc Linux or with
+    ``EASYREMOTE_MALLOC_TUNING=0``.
+
+    Args:
+        single_arena: Also limit glibc to one arena (gateway and nodes only).
     """
-    global _done
     with _lock:
-        if _done:
-            return True
         if os.environ.get("EASYREMOTE_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith(
             "linux"
         ):
             return False
         try:
-            libc = ctypes.CDLL("libc.so.6")
-            mallopt = libc.mallopt
+            mallopt = ctypes.CDLL("libc.so.6").mallopt
         except (OSError, AttributeError):
             return False  # musl and other libcs have no mallopt
-        applied = (
-            mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-            and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-            and mallopt(_M_ARENA_MAX, 1)
-        )
-        _done = bool(applied)
-        if not _done:
-            logger.debug("mallopt refused the large-payload settings")
-        return _done
+        wanted = [
+            ("mmap_threshold", _M_MMAP_THRESHOLD, (_MMAP_THRESHOLD, _FALLBACK_MMAP_THRESHOLD)),
+            ("trim_threshold", _M_TRIM_THRESHOLD, (_TRIM_THRESHOLD,)),
+        ]
+        if single_arena:
+            wanted.append(("arena_max", _M_ARENA_MAX, (1,)))
+        for name, param, values in wanted:
+            if name in _applied:
+                continue
+            if any(mallopt(param, value) for value in values):
+                _applied.add(name)
+            else:
+                logger.debug("mallopt refused %s", name)
+        return "mmap_threshold" in _applied

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Generic, TypeVar
 
 from easyremote.proto.codec import DataChunk, StreamCodec
@@ -168,59 +168,79 @@ class Outbox(Generic[FrameT]):
         return self._finished
 
     def _write_next(self) -> None:
-        """Starts writing the next envelope or chunk, if any (no write in flight)."""
+        """Writes queued frames until a write has to wait or nothing is queued."""
         pending = self._pending
-        if not pending:
-            if self._closing:
-                self._shut()
-            return
-        item, nbytes = pending.popleft()
-        if type(item) is DataChunk:
-            message = self._codec.encode_chunk(item)
-        else:
-            batch = [item]
-            while (
-                pending
-                and nbytes < self._max_envelope_bytes
-                and type(pending[0][0]) is not DataChunk
-            ):
-                frame, size = pending.popleft()
-                batch.append(frame)
-                nbytes += size
-            message = self._codec.encode_frames(batch)
-        self._pending_bytes -= nbytes
-        if self._pending_bytes < self._high_water:
-            self._writable.set()
-        self._writing = True
-        self._step(self._write(message))  # type: ignore[arg-type]
+        while not self._writing and not self._closed:
+            if not pending:
+                if self._closing:
+                    self._shut()
+                return
+            item, nbytes = pending.popleft()
+            if type(item) is DataChunk:
+                message = self._codec.encode_chunk(item)
+            else:
+                batch = [item]
+                while (
+                    pending
+                    and nbytes < self._max_envelope_bytes
+                    and type(pending[0][0]) is not DataChunk
+                ):
+                    frame, size = pending.popleft()
+                    batch.append(frame)
+                    nbytes += size
+                message = self._codec.encode_frames(batch)
+            self._pending_bytes -= nbytes
+            if self._pending_bytes < self._high_water:
+                self._writable.set()
+            self._writing = True
+            try:
+                # Any awaitable's iterator steps like a coroutine.
+                write = self._write(message).__await__()
+            except Exception as exc:  # noqa: BLE001 - the stream failed
+                self._fail(exc)
+                return
+            # A write that finished without waiting loops here (no recursion).
+            if not self._step(write):
+                return
+            self._writing = False
 
-    def _step(self, write: Coroutine[Any, Any, object]) -> None:
-        """Advances gRPC's write coroutine, the way a task would, until it ends."""
+    def _step(self, write: Generator[Any, None, object]) -> bool:
+        """Advances gRPC's write coroutine as a task would; True once it is done.
+
+        False when it waits (a callback steps it again) or failed (the outbox
+        is shut).
+        """
         try:
             waiting_on = write.send(None)
         except StopIteration:
-            self._written(None)
-            return
-        except BaseException as exc:  # the stream failed (or the process is exiting)
-            self._written(exc)
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt and the like are not ours to keep
-            return
+            return True
+        except (KeyboardInterrupt, SystemExit):
+            self._fail(None)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - CancelledError too: the RPC is gone
+            self._fail(exc)
+            return False
         if waiting_on is None:  # a bare yield (asyncio.sleep(0)): step again next turn
-            asyncio.get_running_loop().call_soon(self._step, write)
-            return
-        # Like Task: the coroutine yields the future it awaits, marked blocking.
+            asyncio.get_running_loop().call_soon(self._resume, write)
+            return False
+        if getattr(waiting_on, "_asyncio_future_blocking", None) is not True:
+            write.close()
+            self._fail(RuntimeError(f"stream write yielded {waiting_on!r}, not a future"))
+            return False
+        # As Task does: the coroutine yields the future it awaits, marked blocking.
         waiting_on._asyncio_future_blocking = False
-        waiting_on.add_done_callback(lambda _future: self._step(write))
+        waiting_on.add_done_callback(lambda _future: self._resume(write))
+        return False
 
-    def _written(self, error: BaseException | None) -> None:
-        self._writing = False
-        if error is not None:
-            logger.debug("stream write failed: %r", error)
-            self._shut()
-            return
-        if not self._closed:
+    def _resume(self, write: Generator[Any, None, object]) -> None:
+        if self._step(write):
+            self._writing = False
             self._write_next()
+
+    def _fail(self, error: BaseException | None) -> None:
+        self._writing = False
+        logger.debug("stream write failed: %r", error)
+        self._shut()
 
     def _shut(self) -> None:
         """Marks the outbox closed and drops what is queued."""

@@ -25,6 +25,8 @@ _BUFFERS = (str, bytes)
 # Plain data whose strings and bytes add up to no more than this is pickled
 # with ``pickle.dumps`` (one C call); larger goes through a Payload.
 _SMALL_PLAIN_BYTES = 64 << 10
+_LINE_STEP = 256
+_PROTO = pickle.PROTO[0]
 
 
 def is_plain_data(value: object) -> bool:
@@ -147,6 +149,11 @@ def unpickle(payload: Payload | bytes) -> Any:
     parts = payload.parts
     if len(parts) <= 1:
         return pickle.loads(parts[0] if parts else b"")
+    first = parts[0]
+    if len(first) < 2 or first[0] != _PROTO or first[1] < 4:
+        # Protocols before 4 read text lines all over (GLOBAL and friends):
+        # joined once, they unpickle at C speed. Peers send protocol 5.
+        return pickle.loads(payload.tobytes())
     return pickle.Unpickler(_PartsReader(parts)).load()
 
 
@@ -196,12 +203,18 @@ class _PartsReader:
         return bytes(out)
 
     def readline(self) -> bytes:
-        # Only text opcodes of old protocols read lines; never a hot path.
+        # Text opcodes (old protocols, GLOBAL) read short lines: scan in small
+        # steps so the cost follows the line, not the size of the part.
         line = bytearray()
         parts = self._parts
         while parts:
             head = parts[0]
-            end = bytes(head).find(b"\n")
+            end = -1
+            for start in range(0, len(head), _LINE_STEP):
+                found = bytes(head[start : start + _LINE_STEP]).find(b"\n")
+                if found >= 0:
+                    end = start + found
+                    break
             if end < 0:
                 line += head
                 parts.popleft()

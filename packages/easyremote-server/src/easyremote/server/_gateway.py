@@ -172,6 +172,8 @@ class Server:
         self._started = threading.Event()
         self._stopped = threading.Event()
         self._monitor: asyncio.Future[None] | None = None
+        # Before any EasyRemote thread exists (see easyremote.proto.memory).
+        tune_allocator(single_arena=True)
 
     # ------------------------------------------------------------ properties
 
@@ -261,7 +263,7 @@ class Server:
         if self._started.is_set():
             raise GatewayError("this gateway was already started")
         self._loop = asyncio.get_running_loop()
-        tune_allocator()
+        tune_allocator(single_arena=True)
         tokens, credentials = self._security()
         self.auth = AuthInterceptor(tokens) if tokens.enabled else None
         interceptors = [self.auth] if self.auth is not None else []
