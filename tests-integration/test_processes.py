@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 from _procs import APPS, Cluster
 
@@ -28,6 +31,9 @@ from easyremote import (
     RemoteExecutionError,
     SerializationError,
 )
+from easyremote.proto import CHUNK_SIZE, PROTOCOL_VERSION, channel_options
+from easyremote.proto.credentials import load_local_credentials
+from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
 
 
 def test_main_only_dataclass_travels_by_value(cluster: Cluster) -> None:
@@ -83,6 +89,64 @@ def test_64_mib_echo_is_byte_exact(cluster: Cluster) -> None:
         echoed = client.call("echo", payload)
     assert len(echoed) == len(payload)
     assert echoed == payload
+
+
+def test_a_plain_protobuf_peer_that_packs_chunks_with_other_frames_is_served(
+    cluster: Cluster,
+) -> None:
+    # EasyRemote peers send each chunk as a lone, hand-framed envelope; the
+    # protocol allows chunks packed with other frames, which takes the
+    # gateway's protobuf path. The replies are read with the generated
+    # protobuf classes: hand-framed chunks must be plain protobuf to them.
+    credentials = load_local_credentials()
+    assert credentials is not None
+    payload = os.urandom(3 * CHUNK_SIZE + 12345)
+    pickled = pickle.dumps(((payload,), {}), protocol=pickle.HIGHEST_PROTOCOL)
+    first, middle, last = pickled[:CHUNK_SIZE], pickled[CHUNK_SIZE:-99], pickled[-99:]
+    answered = threading.Event()
+
+    def requests() -> Iterator[client_pb2.ClientEnvelope]:
+        hello = client_pb2.ClientEnvelope()
+        hello.frames.add().hello.versions.protocol = PROTOCOL_VERSION
+        yield hello
+        packed = client_pb2.ClientEnvelope()
+        start = packed.frames.add().start
+        start.call_id = 7
+        start.options.function = "echo"
+        start.data = first
+        start.more = True
+        packed.frames.add().chunk.CopyFrom(common_pb2.Chunk(call_id=7, data=middle, more=True))
+        yield packed
+        tail = client_pb2.ClientEnvelope()
+        tail.frames.add().chunk.CopyFrom(common_pb2.Chunk(call_id=7, data=last))
+        yield tail
+        # Half-closing the stream means "client gone": keep it open meanwhile.
+        answered.wait(30)
+
+    with grpc.insecure_channel(cluster.address, options=channel_options()) as channel:
+        replies = client_pb2_grpc.ClientServiceStub(channel).Session(
+            requests(),
+            metadata=(("authorization", f"Bearer {credentials.client_token}"),),
+            timeout=30,
+        )
+        parts: list[bytes] = []
+        done = False
+        for envelope in replies:
+            for frame in envelope.frames:
+                kind = frame.WhichOneof("kind")
+                if kind == "result":
+                    assert frame.result.kind == common_pb2.RESULT_KIND_VALUE, frame.result
+                    parts = [frame.result.data]
+                    done = not frame.result.more
+                elif kind == "chunk":
+                    assert frame.chunk.call_id == 7
+                    parts.append(frame.chunk.data)
+                    done = not frame.chunk.more
+            if done:
+                answered.set()
+                replies.cancel()
+                break
+    assert pickle.loads(b"".join(parts)) == payload
 
 
 def test_200_calls_from_16_threads_all_correct_on_both_nodes(cluster: Cluster) -> None:
