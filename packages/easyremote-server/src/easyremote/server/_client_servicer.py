@@ -17,7 +17,7 @@ from easyremote.server._limits import PeerLimits
 from easyremote.server._registry import Registry
 from easyremote.server._router import Router
 from easyremote.server._status import node_status
-from easyremote.server._wire import abort
+from easyremote.server._wire import abort, read_hello
 
 logger = logging.getLogger("easyremote.server")
 
@@ -70,22 +70,9 @@ class ClientServicer(client_pb2_grpc.ClientServiceServicer):
         request_iterator: AsyncIterator[client_pb2.ClientEnvelope | DataChunk],
         context: SessionContext,
     ) -> None:
-        try:
-            first = await asyncio.wait_for(request_iterator.__anext__(), HELLO_TIMEOUT_S)
-        except (StopAsyncIteration, asyncio.TimeoutError):
-            await abort(
-                context, common_pb2.ERROR_REASON_INVALID_ARGUMENT, "expected a ClientHello first"
-            )
-        if (
-            not isinstance(first, client_pb2.ClientEnvelope)
-            or not first.frames
-            or first.frames[0].WhichOneof("kind") != "hello"
-        ):
-            await abort(
-                context,
-                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
-                "the first frame must be a ClientHello",
-            )
+        first = await read_hello(
+            request_iterator, context, client_pb2.ClientEnvelope, "ClientHello", HELLO_TIMEOUT_S
+        )
         versions = first.frames[0].hello.versions
         if versions.protocol != PROTOCOL_VERSION:
             await abort(

@@ -14,7 +14,7 @@ from easyremote.server._limits import PeerLimits, RegistrationLimits
 from easyremote.server._node_link import NodeLink
 from easyremote.server._registry import NodeRecord, Registry
 from easyremote.server._router import Router
-from easyremote.server._wire import abort, peer_of
+from easyremote.server._wire import abort, peer_of, read_hello
 
 logger = logging.getLogger("easyremote.server")
 
@@ -140,22 +140,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         request_iterator: AsyncIterator[node_pb2.NodeEnvelope | DataChunk],
         context: NodeContext,
     ) -> node_pb2.NodeEnvelope:
-        try:
-            first = await asyncio.wait_for(request_iterator.__anext__(), HELLO_TIMEOUT_S)
-        except (StopAsyncIteration, asyncio.TimeoutError):
-            await abort(
-                context, common_pb2.ERROR_REASON_INVALID_ARGUMENT, "expected a NodeHello first"
-            )
-        if (
-            not isinstance(first, node_pb2.NodeEnvelope)
-            or not first.frames
-            or first.frames[0].WhichOneof("kind") != "hello"
-        ):
-            await abort(
-                context,
-                common_pb2.ERROR_REASON_INVALID_ARGUMENT,
-                "the first frame must be a NodeHello",
-            )
+        first = await read_hello(
+            request_iterator, context, node_pb2.NodeEnvelope, "NodeHello", HELLO_TIMEOUT_S
+        )
         hello = first.frames[0].hello
         if hello.versions.protocol != PROTOCOL_VERSION:
             await abort(
