@@ -17,7 +17,10 @@ gRPC's core before the producer's own code goes on (for example before a read
 loop re-arms its read) rather than a loop turn later. That measured ~10% lower
 latency per call over the four hops of a call. No task is involved, so
 nothing can cancel a write half-way: grpc.aio cancels the whole RPC when a
-task awaiting ``write`` is cancelled.
+task awaiting ``write`` is cancelled. This relies on gRPC's ``write`` being a
+coroutine that only awaits futures and does not look up the current task,
+true of grpc.aio 1.66 to 1.85 (every call in the test suite goes through it);
+anything else it yields fails the stream cleanly instead of hanging.
 """
 
 from __future__ import annotations
