@@ -30,7 +30,7 @@ from easyremote.proto.names import (
     strategy_name,
 )
 from easyremote.proto.outbox import Outbox, OutboxClosedError
-from easyremote.proto.payload import Payload, pickle_payload, unpickle
+from easyremote.proto.payload import Payload, pickle_payload, pickle_value, unpickle
 from easyremote.proto.transport import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -57,6 +57,7 @@ __all__ = [
     "metadata_reason",
     "node_state_name",
     "pickle_payload",
+    "pickle_value",
     "python_version",
     "reason_from_status",
     "server_options",

@@ -45,6 +45,7 @@ _FALLBACK_MMAP_THRESHOLD = 32 << 20
 
 _lock = threading.Lock()
 _applied: set[str] = set()
+_tried: set[str] = set()
 
 
 def tune_allocator(*, single_arena: bool = False) -> bool:
@@ -62,21 +63,23 @@ def tune_allocator(*, single_arena: bool = False) -> bool:
             "linux"
         ):
             return False
-        try:
-            mallopt = ctypes.CDLL("libc.so.6").mallopt
-        except (OSError, AttributeError):
-            return False  # musl and other libcs have no mallopt
         wanted = [
             ("mmap_threshold", _M_MMAP_THRESHOLD, (_MMAP_THRESHOLD, _FALLBACK_MMAP_THRESHOLD)),
             ("trim_threshold", _M_TRIM_THRESHOLD, (_TRIM_THRESHOLD,)),
         ]
         if single_arena:
             wanted.append(("arena_max", _M_ARENA_MAX, (1,)))
-        for name, param, values in wanted:
-            if name in _applied:
-                continue
-            if any(mallopt(param, value) for value in values):
-                _applied.add(name)
-            else:
-                logger.debug("mallopt refused %s", name)
+        # Each setting is tried once per process; later calls cost a set lookup.
+        todo = [setting for setting in wanted if setting[0] not in _tried]
+        if todo:
+            _tried.update(name for name, _, _ in todo)
+            try:
+                mallopt = ctypes.CDLL("libc.so.6").mallopt
+            except (OSError, AttributeError):
+                return False  # musl and other libcs have no mallopt
+            for name, param, values in todo:
+                if any(mallopt(param, value) for value in values):
+                    _applied.add(name)
+                else:
+                    logger.debug("mallopt refused %s", name)
         return "mmap_threshold" in _applied

@@ -29,11 +29,6 @@ _LINE_STEP = 256
 _PROTO = pickle.PROTO[0]
 
 
-def is_plain_data(value: object) -> bool:
-    """True when ``value`` is plain data the standard pickler handles exactly."""
-    return _plain_size(value, 0) >= 0
-
-
 def _plain_size(value: object, depth: int) -> int:
     """Total length of the strings and bytes in plain data; -1 if not plain data."""
     kind = type(value)
