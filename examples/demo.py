@@ -1,7 +1,10 @@
 """EasyRemote end to end on this machine: a gateway, two nodes and a client.
 
 Each role runs as its own process on loopback, exactly as it would across a
-VPS, GPU boxes and a laptop. Run it with `python3 -m nox -s demo` or directly:
+VPS, GPU boxes and a laptop, and each imports only its own role's package
+(``easyremote.server``, ``easyremote.node``, ``easyremote.client``), as on a
+machine where only that role is installed. Run it with `python3 -m nox -s demo`
+or directly:
 
     python examples/demo.py            # whole flow
     python examples/demo.py gateway 8080
@@ -15,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from typing import Any
 
 
@@ -31,14 +33,14 @@ def free_port(preferred: int = 8080) -> int:
 
 
 def run_gateway(port: int) -> None:
-    from easyremote import Server
+    from easyremote.server import Server
 
     gateway = Server(port=port)
     gateway.start()  # blocks until SIGTERM / Ctrl-C
 
 
 def run_node(address: str, node_id: str) -> None:
-    from easyremote import ComputeNode
+    from easyremote.node import ComputeNode
 
     node = ComputeNode(address, node_id)
 
@@ -54,19 +56,19 @@ def run_node(address: str, node_id: str) -> None:
     node.serve()  # blocks; SIGTERM drains
 
 
-def wait_for_nodes(address: str, wanted: set[str], timeout: float = 30.0) -> None:
-    from easyremote import Client
+def wait_for(address: str, *node_ids: str, timeout: float = 30.0) -> None:
+    """Waits for the gateway (no ids) or for the nodes to register, through the API."""
+    from easyremote.client import CallTimeoutError, Client
 
-    deadline = time.monotonic() + timeout
     with Client(address) as client:
-        while wanted - {n.node_id for n in client.list_nodes()}:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"nodes {sorted(wanted)} did not register within {timeout:g} s")
-            time.sleep(0.05)
+        try:
+            client.wait_for_nodes(*node_ids, count=len(node_ids), timeout=timeout)
+        except CallTimeoutError as exc:
+            raise SystemExit(f"demo: {exc}") from exc
 
 
 def client_flow(address: str) -> None:
-    from easyremote import Client
+    from easyremote.client import Client
 
     print(f"\n== Step 3: the client calls through the gateway at {address}")
     client = Client(address)
@@ -116,10 +118,11 @@ def main() -> int:
     try:
         print(f"== Step 1: gateway on {address} (its own process)")
         procs.append(subprocess.Popen([sys.executable, me, "gateway", str(port)], env=env))
+        wait_for(address)
         print("== Step 2: two compute nodes dial out to it: gpu-node-1, gpu-node-2")
         for node_id in ("gpu-node-1", "gpu-node-2"):
             procs.append(subprocess.Popen([sys.executable, me, "node", address, node_id], env=env))
-        wait_for_nodes(address, {"gpu-node-1", "gpu-node-2"})
+        wait_for(address, "gpu-node-1", "gpu-node-2")
         client_flow(address)
         print("\nDone. Next: `python3 -m nox -s tests` runs the test suite.")
         return 0

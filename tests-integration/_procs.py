@@ -55,6 +55,13 @@ class Proc:
 
     def expect(self, prefix: str, timeout: float = STARTUP_TIMEOUT_S) -> str:
         """Returns the first output line starting with ``prefix``."""
+        return self._first(lambda line: line.startswith(prefix), repr(prefix), timeout)
+
+    def expect_containing(self, text: str, timeout: float = STARTUP_TIMEOUT_S) -> str:
+        """Returns the first output line containing ``text`` (log lines have timestamps)."""
+        return self._first(lambda line: text in line, f"a line with {text!r}", timeout)
+
+    def _first(self, match: Callable[[str], bool], what: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -64,9 +71,9 @@ class Proc:
                 line = self.lines.get(timeout=left)
             except queue.Empty:
                 break
-            if line.startswith(prefix):
+            if match(line):
                 return line
-        raise TimeoutError(f"{self.name} did not print {prefix!r}; output:\n{''.join(self.output)}")
+        raise TimeoutError(f"{self.name} did not print {what}; output:\n{''.join(self.output)}")
 
     def signal(self, sig: int) -> None:
         if self.popen.poll() is None:

@@ -384,10 +384,14 @@ def test_tls_pinned_node_connects_and_a_mismatched_pin_refuses_before_its_token(
             wait_until(lambda: True, 1, "nothing")
 
 
-def test_plaintext_peer_cannot_talk_to_a_tls_gateway(own_home: Path) -> None:
+def test_plaintext_peer_cannot_talk_to_a_tls_gateway(
+    own_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with Server(port=0, tls_self_signed=True) as gateway:
+        # Another machine's peer: no local gateway record tells it about TLS.
+        monkeypatch.setenv("EASYREMOTE_HOME", str(tmp_path / "elsewhere"))
         with Client(gateway.address, retry_attempts=0, connection_timeout=2) as client:
-            with pytest.raises(Exception):  # noqa: B017 - any failure, never a reply
+            with pytest.raises(AuthenticationError, match="serves TLS"):
                 client.list_nodes()
         assert gateway.auth is not None and gateway.auth.seen == 0
         assert common_pb2.ErrorReason.Name(0)  # the proto import stays in use

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from easyremote.client._connection import STREAM_WINDOW, Connection, PendingCall, Session
 from easyremote.client._errors import CallTimeoutError
 from easyremote.client._options import build_options
+from easyremote.client._readiness import wait_for_nodes
 from easyremote.client._serialization import (
     INLINE_PICKLE_BYTES,
     dump_arguments,
@@ -20,7 +21,8 @@ from easyremote.client._serialization import (
 from easyremote.client._status import NodeStatus
 from easyremote.client._stream import StreamReceiver
 from easyremote.proto import Payload
-from easyremote.proto.tls import resolve_tls
+from easyremote.proto.credentials import ROLE_CLIENT
+from easyremote.proto.peer import PeerSettings
 from easyremote.proto.v1 import client_pb2
 
 DEFAULT_GATEWAY = "localhost:8080"
@@ -108,13 +110,13 @@ class AsyncClient:
     ) -> None:
         self.address = address or default_address()
         self.timeout = timeout
+        settings = PeerSettings(ROLE_CLIENT, token, tls_ca_file, tls_fingerprint, allow_insecure)
+        settings.check()
         self._connection = Connection(
             self.address,
             retry_attempts=retry_attempts,
             connection_timeout=connection_timeout,
-            token=token,
-            tls=resolve_tls(tls_ca_file, tls_fingerprint),
-            allow_insecure=allow_insecure,
+            settings=settings,
         )
         self._versions = local_versions()
         # call(name) builds the same options every time; they are only read.
@@ -252,6 +254,42 @@ class AsyncClient:
             lambda stub, metadata: stub.GetNodeStatus(request, metadata=metadata)
         )
         return NodeStatus.from_proto(reply)
+
+    async def wait_for_nodes(
+        self,
+        *node_ids: str,
+        functions: Iterable[str] = (),
+        count: int | None = None,
+        timeout: float = 30.0,
+    ) -> list[NodeStatus]:
+        """Waits until the gateway answers and the wanted nodes are connected.
+
+        For scripts that start a gateway and nodes and then call them (a
+        demo, a test, a job): instead of sleeping, wait for exactly what the
+        next step needs. An unreachable gateway counts as not ready yet.
+
+        Example:
+            >>> await client.wait_for_nodes("gpu-node-1", "gpu-node-2", timeout=30)
+            >>> await client.wait_for_nodes(functions=["train_model"])
+
+        Args:
+            *node_ids: Nodes that must be connected and healthy.
+            functions: Names each of which some healthy node must serve.
+            count: Healthy nodes needed at least (default: 1 when neither
+                node ids nor functions are given, else 0; 0 waits for the
+                gateway alone).
+            timeout: Seconds to wait in all.
+
+        Returns:
+            The connected nodes once ready.
+
+        Raises:
+            CallTimeoutError: Not ready within ``timeout``; says what is missing.
+            AuthenticationError: The gateway refused the credentials.
+        """
+        return await wait_for_nodes(
+            self.list_nodes, self.address, node_ids, tuple(functions), count, timeout
+        )
 
     # -------------------------------------------------------------- lifecycle
 

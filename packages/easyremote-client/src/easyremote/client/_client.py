@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -255,6 +255,39 @@ class Client:
     def get_node_status(self, node_id: str) -> NodeStatus:
         """Live status of one node (NodeNotFoundError if not connected)."""
         return run_sync(self._async.get_node_status(node_id))
+
+    def wait_for_nodes(
+        self,
+        *node_ids: str,
+        functions: Iterable[str] = (),
+        count: int | None = None,
+        timeout: float = 30.0,
+    ) -> list[NodeStatus]:
+        """Waits until the gateway answers and the wanted nodes are connected.
+
+        Example:
+            >>> client.wait_for_nodes("gpu-node-1", "gpu-node-2", timeout=30)
+
+        Args:
+            *node_ids: Nodes that must be connected and healthy.
+            functions: Names each of which some healthy node must serve.
+            count: Healthy nodes needed at least (default: 1 when neither
+                node ids nor functions are given, else 0; 0 waits for the
+                gateway alone).
+            timeout: Seconds to wait in all.
+
+        Returns:
+            The connected nodes once ready.
+
+        Raises:
+            CallTimeoutError: Not ready within ``timeout``; says what is missing.
+            AuthenticationError: The gateway refused the credentials.
+        """
+        return run_sync(
+            self._async.wait_for_nodes(
+                *node_ids, functions=tuple(functions), count=count, timeout=timeout
+            )
+        )
 
     # -------------------------------------------------------------- lifecycle
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -30,16 +31,12 @@ from easyremote.client._errors import (
 )
 from easyremote.client._serialization import local_versions
 from easyremote.proto import DataChunk, Outbox, OutboxClosedError, Payload, channel_options
-from easyremote.proto.credentials import (
-    ROLE_CLIENT,
-    CredentialsError,
-    auth_metadata,
-    resolve_token,
-)
+from easyremote.proto.credentials import ROLE_CLIENT, CredentialsError, auth_metadata
 from easyremote.proto.framing import split_payload
 from easyremote.proto.memory import tune_allocator
+from easyremote.proto.peer import PeerCredentials, PeerSettings, resolve_peer
 from easyremote.proto.streams import CLIENT_TO_GATEWAY, GATEWAY_TO_CLIENT, SESSION_METHOD
-from easyremote.proto.tls import TlsSettings, open_channel, refuse_plaintext_token
+from easyremote.proto.tls import PROBE_TIMEOUT_S, TlsSettings, open_channel, tls_mismatch
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
 
 logger = logging.getLogger("easyremote.client")
@@ -312,7 +309,12 @@ class Session:
 
 
 class Connection:
-    """A client's channel to the gateway plus its current session."""
+    """A client's channel to the gateway plus its current session.
+
+    The token and TLS settings are looked up again for every (re)connect, so
+    a client made before its gateway first started (and wrote its token file
+    and record) works as soon as the gateway is up.
+    """
 
     def __init__(
         self,
@@ -320,37 +322,42 @@ class Connection:
         *,
         retry_attempts: int,
         connection_timeout: float,
-        token: str | None = None,
-        tls: TlsSettings | None = None,
-        allow_insecure: bool = False,
+        settings: PeerSettings | None = None,
     ) -> None:
         self.address = address
         self.retry_attempts = max(0, retry_attempts)
         self.connection_timeout = connection_timeout
-        self._token = token
-        self._tls = tls or TlsSettings()
-        self._allow_insecure = allow_insecure
+        self._settings = settings or PeerSettings(ROLE_CLIENT)
         self._channel: aio.Channel | None = None
+        self._credentials: PeerCredentials | None = None
+        self._channel_lock = asyncio.Lock()
+        self._retired: set[asyncio.Future[None]] = set()
         self._metadata: Metadata = ()
         self._session: Session | None = None
         self._opening: asyncio.Future[Session] | None = None
         self._closed = False
 
-    async def stub(
-        self,
-    ) -> tuple[client_pb2_grpc.ClientServiceAsyncStub, tuple[tuple[str, str], ...]]:
-        """The stub and the call metadata (the token), opening the channel once.
+    def _resolve(self) -> PeerCredentials:
+        try:
+            return resolve_peer(self._settings, self.address)
+        except CredentialsError as exc:
+            raise AuthenticationError(str(exc)) from exc
 
-        The token is looked up when the channel opens, so a gateway started
-        after this client was made (and its local token file) is found.
-        """
-        if self._channel is None:
+    async def _ensure_channel(self, refresh: bool) -> aio.Channel:
+        """The channel, (re)opened when ``refresh`` finds other credentials."""
+        async with self._channel_lock:
+            channel = self._channel
+            if channel is not None and not refresh:
+                return channel
+            if self._closed:
+                raise GatewayUnavailableError("client is closed")
+            credentials = self._resolve()
+            if channel is not None and credentials == self._credentials:
+                return channel
             tune_allocator()
             try:
-                token = resolve_token(ROLE_CLIENT, self._token, self.address)
-                refuse_plaintext_token(self.address, token, self._tls, self._allow_insecure)
-                channel = await open_channel(
-                    self.address, self._tls, channel_options(), self.connection_timeout
+                fresh = await open_channel(
+                    self.address, credentials.tls, channel_options(), self.connection_timeout
                 )
             except CredentialsError as exc:
                 raise AuthenticationError(str(exc)) from exc
@@ -358,12 +365,37 @@ class Connection:
                 raise GatewayUnavailableError(
                     f"cannot reach the gateway at {self.address} to check its certificate: {exc}"
                 ) from exc
-            if self._channel is None:
-                self._channel = channel
-                self._metadata = auth_metadata(token)
-            else:  # another task opened it meanwhile
-                await channel.close(None)
-        return client_pb2_grpc.ClientServiceStub(self._channel), self._metadata
+            self._channel, self._credentials = fresh, credentials
+            self._metadata = auth_metadata(credentials.token)
+            if channel is not None:
+                # Calls still running on the old channel get a grace period.
+                retiring = asyncio.ensure_future(channel.close(self.connection_timeout))
+                self._retired.add(retiring)
+                retiring.add_done_callback(self._retired.discard)
+            return fresh
+
+    def _credentials_changed(self) -> bool:
+        """True when a lookup now finds other credentials than the channel's."""
+        try:
+            return self._resolve() != self._credentials
+        except AuthenticationError:
+            return False
+
+    async def _tls_mismatch(self) -> str | None:
+        """After a failed connection: the TLS disagreement that caused it, if any."""
+        credentials = self._credentials
+        tls = credentials.tls if credentials is not None else TlsSettings()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, tls_mismatch, self.address, tls, min(PROBE_TIMEOUT_S, self.connection_timeout)
+        )
+
+    async def stub(
+        self,
+    ) -> tuple[client_pb2_grpc.ClientServiceAsyncStub, tuple[tuple[str, str], ...]]:
+        """The stub and the call metadata (the token), opening the channel once."""
+        channel = await self._ensure_channel(refresh=False)
+        return client_pb2_grpc.ClientServiceStub(channel), self._metadata
 
     async def session(self) -> Session:
         """The open session, opening (with retries) when there is none."""
@@ -376,45 +408,63 @@ class Connection:
             self._opening = asyncio.ensure_future(self._open_with_retries())
         return await asyncio.shield(self._opening)
 
+    async def _failure(
+        self, error: EasyRemoteError, refreshed: bool
+    ) -> tuple[EasyRemoteError | None, bool]:
+        """Decides about a failed attempt: (error to raise or None to retry, retry at once)."""
+        if not isinstance(error, (AuthenticationError, GatewayUnavailableError)):
+            return error, False
+        # A gateway that started after our lookup has written its token file
+        # and record since: one more attempt at once with what is there now.
+        if not refreshed and self._credentials_changed():
+            return None, True
+        if isinstance(error, AuthenticationError):
+            return error, False
+        mismatch = await self._tls_mismatch()
+        if mismatch is not None:
+            return AuthenticationError(mismatch), False
+        return None, False
+
     async def _open_with_retries(self) -> Session:
-        last: BaseException | None = None
-        delay = 0.1
-        for attempt in range(self.retry_attempts + 1):
-            if attempt:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            await self.stub()
-            assert self._channel is not None
+        last: EasyRemoteError | None = None
+        refreshed = False
+        attempt = 0
+        while True:
+            channel = await self._ensure_channel(refresh=True)
             # Registered by hand: the outbox sends encoded bytes, and replies
             # decode with the codec that keeps payload chunks uncopied.
-            open_stream = self._channel.stream_stream(
+            open_stream = channel.stream_stream(
                 SESSION_METHOD,
                 request_serializer=None,
                 response_deserializer=GATEWAY_TO_CLIENT.decode,
             )
             session = Session(open_stream(None, metadata=self._metadata))
+            cause: BaseException | None = None
             try:
                 await session.open(self.connection_timeout)
             except asyncio.TimeoutError:
-                await session.close()
-                last = GatewayUnavailableError(
+                error: EasyRemoteError = GatewayUnavailableError(
                     f"gateway at {self.address} did not answer within {self.connection_timeout:g} s"
                 )
-                continue
             except grpc.RpcError as exc:
-                await session.close()
-                last = error_from_rpc(exc)
-                if not isinstance(last, GatewayUnavailableError):
-                    raise last from exc
-                continue
+                error, cause = error_from_rpc(exc), exc
             except EasyRemoteError as exc:
-                await session.close()
-                if not isinstance(exc, GatewayUnavailableError):
-                    raise
-                last = exc
+                error, cause = exc, exc.__cause__
+            else:
+                self._session = session
+                return session
+            await session.close()
+            fatal, at_once = await self._failure(error, refreshed)
+            if fatal is not None:
+                raise fatal from cause
+            if at_once:
+                refreshed = True
                 continue
-            self._session = session
-            return session
+            last = error
+            if attempt >= self.retry_attempts:
+                break
+            await asyncio.sleep(retry_delay(attempt))
+            attempt += 1
         raise GatewayUnavailableError(
             f"cannot reach the gateway at {self.address} after "
             f"{self.retry_attempts + 1} attempt(s): {last}"
@@ -425,25 +475,37 @@ class Connection:
         make_call: Callable[[client_pb2_grpc.ClientServiceAsyncStub, Metadata], Awaitable[T]],
     ) -> T:
         """Runs an idempotent unary RPC, retrying when the gateway is unreachable."""
-        delay = 0.1
-        for attempt in range(self.retry_attempts + 1):
+        refreshed = False
+        attempt = 0
+        fresh = False
+        while True:
+            channel = await self._ensure_channel(refresh=fresh)
+            stub = client_pb2_grpc.ClientServiceStub(channel)
+            cause: BaseException | None = None
             try:
-                stub, metadata = await self.stub()
-                return await asyncio.wait_for(make_call(stub, metadata), self.connection_timeout)
+                return await asyncio.wait_for(
+                    make_call(stub, self._metadata), self.connection_timeout
+                )
             except asyncio.TimeoutError:
                 error: EasyRemoteError = GatewayUnavailableError(
                     f"gateway at {self.address} did not answer within {self.connection_timeout:g} s"
                 )
             except grpc.RpcError as exc:
-                error = error_from_rpc(exc)
-                if not isinstance(error, GatewayUnavailableError) or attempt == self.retry_attempts:
-                    raise error from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                error, cause = error_from_rpc(exc), exc
+            fatal, at_once = await self._failure(error, refreshed)
+            if fatal is not None:
+                raise fatal from cause
+            fresh = True
+            if at_once:
+                refreshed = True
                 continue
-            if attempt == self.retry_attempts:
-                raise error
-        raise GatewayUnavailableError(f"cannot reach the gateway at {self.address}")
+            if attempt >= self.retry_attempts:
+                raise GatewayUnavailableError(
+                    f"cannot reach the gateway at {self.address} after "
+                    f"{self.retry_attempts + 1} attempt(s): {error}"
+                ) from (cause or error)
+            await asyncio.sleep(retry_delay(attempt))
+            attempt += 1
 
     async def close(self) -> None:
         self._closed = True
@@ -457,3 +519,10 @@ class Connection:
         if self._channel is not None:
             await self._channel.close(None)
             self._channel = None
+        for retiring in list(self._retired):
+            retiring.cancel()
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retry ``attempt`` + 1: exponential from 0.1 s, capped at 2 s, jittered."""
+    return float(min(0.1 * 2**attempt, 2.0)) * random.uniform(0.5, 1.0)

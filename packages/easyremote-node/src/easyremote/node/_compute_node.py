@@ -23,21 +23,19 @@ from grpc import aio
 
 from easyremote.node._functions import FunctionKind, RegisteredFunction, kind_of
 from easyremote.node._isolation import ProcessPool
+from easyremote.node._reconnect_log import ReconnectLog
 from easyremote.node._resources import ResourceProbe, SystemProbe
 from easyremote.node._serialization import local_versions
 from easyremote.node._session import NodeSession
 from easyremote.node._workers import WorkerPool
 from easyremote.proto import channel_options, metadata_reason
-from easyremote.proto.credentials import (
-    ROLE_NODE,
-    CredentialsError,
-    auth_metadata,
-    resolve_token,
-)
+from easyremote.proto.console_log import show_logs_if_unconfigured
+from easyremote.proto.credentials import ROLE_NODE, CredentialsError, auth_metadata
 from easyremote.proto.memory import tune_allocator
+from easyremote.proto.peer import PeerSettings, resolve_peer
 from easyremote.proto.runtime import close_at_exit, forget_at_exit, in_background_loop, submit
 from easyremote.proto.streams import CONNECT_METHOD, GATEWAY_TO_NODE
-from easyremote.proto.tls import open_channel, refuse_plaintext_token, resolve_tls
+from easyremote.proto.tls import PROBE_TIMEOUT_S, TlsSettings, open_channel, tls_mismatch
 from easyremote.proto.v1 import node_pb2
 
 logger = logging.getLogger("easyremote.node")
@@ -134,9 +132,9 @@ class ComputeNode:
         if isolation == "process" and os.name != "posix":
             raise ValueError("isolation='process' needs a POSIX system")
         self.isolation = isolation
-        self._token = token
-        self._tls = resolve_tls(tls_ca_file, tls_fingerprint)
-        self._allow_insecure = allow_insecure
+        # Looked up again at every (re)connect: the gateway may start later.
+        self._peer = PeerSettings(ROLE_NODE, token, tls_ca_file, tls_fingerprint, allow_insecure)
+        self._peer.check()
         self.gateway_address = gateway_address
         self.node_id = node_id or _default_node_id()
         self.max_concurrency = max_concurrency or max(4, os.cpu_count() or 1)
@@ -161,6 +159,8 @@ class ComputeNode:
         self._fatal: BaseException | None = None
         self._last_error: str = ""
         self._session: NodeSession | None = None
+        self._attempt_tls = TlsSettings()
+        self._reconnect_log = ReconnectLog(self.node_id, gateway_address)
         # Before any EasyRemote thread exists (see easyremote.proto.memory).
         tune_allocator(single_arena=True)
 
@@ -250,10 +250,10 @@ class ComputeNode:
             "reconnect": self.reconnect,
             "probe": self._probe,
             "isolation": self.isolation,
-            "token": self._token,
-            "tls_ca_file": self._tls.ca_file,
-            "tls_fingerprint": self._tls.fingerprint,
-            "allow_insecure": self._allow_insecure,
+            "token": self._peer.token,
+            "tls_ca_file": self._peer.tls_ca_file,
+            "tls_fingerprint": self._peer.tls_fingerprint,
+            "allow_insecure": self._peer.allow_insecure,
         }
         settings.update(overrides)
         node = ComputeNode(gateway_address, **settings)
@@ -284,8 +284,10 @@ class ComputeNode:
 
         Args:
             blocking: True: serve until ``stop()``, SIGTERM or Ctrl-C (both
-                drain: running calls finish first). False: serve in the
-                background and return once the gateway confirmed registration.
+                drain: running calls finish first); when the application set
+                up no logging, EasyRemote's INFO lines then go to stderr.
+                False: serve in the background and return once the gateway
+                confirmed registration.
 
         Raises:
             NodeError: The gateway refused the node, or (``blocking=False``)
@@ -293,6 +295,9 @@ class ComputeNode:
         """
         if self._running is not None:
             raise NodeError("this node is already serving")
+        if blocking:
+            # This process is now a node: let it say so (see console_log).
+            show_logs_if_unconfigured()
         self._stop_requested.clear()
         self._finished.clear()
         self._running = submit(self._main())
@@ -388,21 +393,37 @@ class ComputeNode:
                 logger.error("%s", exc)
                 return
             while not self._stop_event.is_set():
-                was_registered = self._registered.is_set()
                 try:
                     await self._connect_once(probe, pool)
                     failures = 0
                 except NodeError as exc:
-                    if not was_registered and not self._ever_registered:
+                    if not self._ever_registered:
                         self._fatal = exc
                         logger.error("%s", exc)
                         return
                     self._last_error = str(exc)
+                    self._reconnect_log.failed(self._last_error)
                 except (grpc.RpcError, OSError, asyncio.TimeoutError) as exc:
-                    self._last_error = _describe(exc)
-                    logger.debug(
-                        "connection to %s failed: %s", self.gateway_address, self._last_error
+                    self._last_error = (
+                        f"the gateway did not answer within {self.connection_timeout:g} s"
+                        if isinstance(exc, asyncio.TimeoutError)
+                        else _describe(exc)
                     )
+                    if self._registered.is_set():
+                        logger.warning(
+                            "node %s lost its connection to the gateway at %s: %s; reconnecting",
+                            self.node_id,
+                            self.gateway_address,
+                            self._last_error,
+                        )
+                    else:
+                        mismatch = await self._tls_mismatch()
+                        if mismatch is not None and not self._ever_registered:
+                            self._fatal = NodeError(mismatch)
+                            logger.error("%s", mismatch)
+                            return
+                        self._last_error = mismatch or self._last_error
+                        self._reconnect_log.failed(self._last_error)
                 finally:
                     if self._registered.is_set():
                         # The session had worked: reconnect quickly again.
@@ -423,6 +444,16 @@ class ComputeNode:
             self._loop = None
             self._stop_event = None
             self._finished.set()
+
+    async def _tls_mismatch(self) -> str | None:
+        """After a failed attempt: the TLS disagreement that caused it, if any."""
+        return await asyncio.get_running_loop().run_in_executor(
+            None,
+            tls_mismatch,
+            self.gateway_address,
+            self._attempt_tls,
+            min(PROBE_TIMEOUT_S, self.connection_timeout),
+        )
 
     def _bind_functions(self) -> ProcessPool | None:
         """Sets up what sessions run; with process isolation, the child pool."""
@@ -467,13 +498,14 @@ class ComputeNode:
         assert self._stop_event is not None
         hello = await asyncio.get_running_loop().run_in_executor(None, self._hello, probe)
         try:
-            token = resolve_token(ROLE_NODE, self._token, self.gateway_address)
-            refuse_plaintext_token(self.gateway_address, token, self._tls, self._allow_insecure)
+            credentials = resolve_peer(self._peer, self.gateway_address)
+            self._attempt_tls = credentials.tls
             channel = await open_channel(
-                self.gateway_address, self._tls, channel_options(), self.connection_timeout
+                self.gateway_address, credentials.tls, channel_options(), self.connection_timeout
             )
         except CredentialsError as exc:
             raise NodeError(str(exc)) from exc
+        token = credentials.token
         async with channel:
             # Registered by hand: the outbox sends encoded bytes, and the
             # gateway's frames decode with the codec that keeps chunks uncopied.
@@ -493,12 +525,7 @@ class ComputeNode:
                 self._session = session
                 self._ever_registered = True
                 self._registered.set()
-                logger.info(
-                    "node %s registered with %s (functions: %d)",
-                    self.node_id,
-                    self.gateway_address,
-                    len(self._functions),
-                )
+                self._reconnect_log.registered(len(self._functions))
                 await self._serve_session(stream, session)
             finally:
                 self._session = None

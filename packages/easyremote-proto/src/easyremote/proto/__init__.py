@@ -9,12 +9,6 @@ Users of EasyRemote never touch these; they use ``easyremote.client``,
 ``easyremote.node`` and ``easyremote.server``.
 """
 
-import os as _os
-
-# gRPC's C core logs routine connection events (GOAWAY on a peer's shutdown)
-# at INFO to stderr; users should see errors only unless they ask for more.
-_os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-
 from easyremote.proto.codec import DataChunk, StreamCodec
 from easyremote.proto.errors import (
     REASON_METADATA_KEY,

@@ -197,10 +197,13 @@ def resolve_token(role: str, explicit: str | None, address: str) -> str | None:
 
     The local file is only read for loopback addresses: it holds this
     machine's tokens, which are of no use (and no business) elsewhere.
+    Surrounding whitespace is dropped. Peers call this at every (re)connect,
+    so one started before its gateway wrote the file finds it afterwards.
     """
-    if explicit:
-        return explicit
-    from_env = os.environ.get(ENV_TOKEN)
+    # Pasted tokens often carry a trailing newline or space: not part of them.
+    if explicit and explicit.strip():
+        return explicit.strip()
+    from_env = os.environ.get(ENV_TOKEN, "").strip()
     if from_env:
         return from_env
     if is_loopback_host(address_host(address)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -16,7 +17,9 @@ import grpc
 from grpc import aio
 
 from easyremote.proto import PROTOCOL_VERSION, python_version, server_options, strategy_from_name
+from easyremote.proto.console_log import show_logs_if_unconfigured
 from easyremote.proto.credentials import CredentialsError, is_loopback_host
+from easyremote.proto.local_gateways import GatewayRecord, remove_record, write_record
 from easyremote.proto.memory import tune_allocator
 from easyremote.proto.runtime import close_at_exit, forget_at_exit, run_sync
 from easyremote.proto.transport import MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES
@@ -34,6 +37,7 @@ from easyremote.server._security import (
     resolve_tokens,
 )
 from easyremote.server._tls import (
+    certificate_name,
     fingerprint_of_pem,
     load_or_create_self_signed,
     server_credentials,
@@ -43,6 +47,7 @@ from easyremote.server.version import __version__
 logger = logging.getLogger("easyremote.server")
 
 _START_TIMEOUT_S = 30.0
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
 
 
 class GatewayError(RuntimeError):
@@ -131,6 +136,8 @@ class Server:
         self._tls_self_signed = tls_self_signed
         self.allow_insecure = allow_insecure
         self.tls_fingerprint: str | None = None
+        self._tls_server_name: str | None = None
+        self._record_written = False
         self.auth_source = "off"
         # The token check (with its counters) once started; None without auth.
         self.auth: AuthInterceptor | None = None
@@ -186,7 +193,7 @@ class Server:
     def address(self) -> str:
         """``host:port`` clients and nodes should dial."""
         host = self.host
-        if host in ("0.0.0.0", "::", "[::]", ""):
+        if host in _WILDCARD_HOSTS:
             host = "127.0.0.1"
         return f"{host}:{self.port}"
 
@@ -199,9 +206,14 @@ class Server:
     def start(self) -> None:
         """Serves until ``stop()``, SIGINT or SIGTERM (blocking).
 
+        When the application set up no logging, EasyRemote's INFO lines
+        (listening on, nodes joining and leaving) go to stderr.
+
         Raises:
             GatewayError: The gateway could not listen (e.g. port in use).
         """
+        # This process is now a gateway: let it say so (see console_log).
+        show_logs_if_unconfigured()
         self.start_background()
         with _signals_stop(self):
             try:
@@ -289,8 +301,35 @@ class Server:
         await server.start()
         self._server = server
         self._monitor = asyncio.ensure_future(self._watch_heartbeats())
-        logger.info("gateway listening on %s", self.address)
+        self._write_local_record()
+        logger.info(
+            "gateway listening on %s (%s, %s)",
+            self.address,
+            "TLS" if credentials is not None else "plaintext",
+            "tokens required" if self.auth is not None else "NO authentication",
+        )
         self._started.set()
+
+    def _write_local_record(self) -> None:
+        """Tells peers on this machine how to reach this gateway (see local_gateways)."""
+        if not (is_loopback_host(self.host) or self.host in _WILDCARD_HOSTS):
+            return  # loopback peers cannot reach this bind anyway
+        record = GatewayRecord(
+            port=self.port,
+            pid=os.getpid(),
+            tls_fingerprint=self.tls_fingerprint if self._tls_self_signed else None,
+            tls_server_name=self._tls_server_name,
+        )
+        try:
+            write_record(record)
+        except (OSError, CredentialsError) as exc:
+            logger.warning(
+                "cannot write the local gateway record (peers on this machine then need "
+                "TLS settings of their own): %s",
+                exc,
+            )
+        else:
+            self._record_written = True
 
     def _security(self) -> tuple[GatewayTokens, grpc.ServerCredentials | None]:
         """Tokens and TLS for this start; refuses an unsafe exposed bind."""
@@ -311,6 +350,7 @@ class Server:
                 self.tls_fingerprint = fingerprint_of_pem(cert)
             except ValueError as exc:
                 raise GatewayError(f"{cert_file} holds no PEM certificate: {exc}") from exc
+            self._tls_server_name = certificate_name(cert)
             credentials = server_credentials(cert, key)
         elif self._tls_self_signed:
             try:
@@ -355,6 +395,9 @@ class Server:
         await self._client_servicer.close_all(reason, timeout=grace)
         await self._node_servicer.drain_all(reason, timeout=grace)
         await server.stop(0)
+        if self._record_written:
+            with contextlib.suppress(OSError, CredentialsError):
+                remove_record(self.port, os.getpid())
         logger.info("gateway on %s stopped", self.address)
         self._stopped.set()
 

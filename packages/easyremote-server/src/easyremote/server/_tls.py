@@ -116,5 +116,31 @@ def fingerprint_of_pem(cert_pem: bytes) -> str:
     return format_fingerprint(ssl.PEM_cert_to_DER_cert(block))
 
 
+def certificate_name(cert_pem: bytes) -> str | None:
+    """A DNS name the first certificate in ``cert_pem`` is valid for, else None.
+
+    Peers on the gateway's own machine dial a loopback address but verify the
+    certificate against this name.
+    """
+    # Imported here: only gateways serving their own certificate pay for it.
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        return None
+    try:
+        names = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if names:
+        return str(names[0])
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(common[0].value) if common else None
+
+
 def server_credentials(cert_pem: bytes, key_pem: bytes) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(key_pem, cert_pem)])
