@@ -49,7 +49,7 @@ class NodeSession:
         self._heartbeat_seq = 0
 
     def start(self) -> None:
-        """Starts the writer that sends queued frames."""
+        """Starts sending: frames queued so far go out, later ones as they come."""
         self.outbox.start()
 
     async def flush(self, timeout: float) -> None:

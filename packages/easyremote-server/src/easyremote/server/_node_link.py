@@ -11,7 +11,7 @@ from easyremote.proto.v1 import node_pb2
 
 
 class NodeLink:
-    """Queues frames for one node; a single writer task coalesces them."""
+    """Sends frames to one node through an ``Outbox``, which coalesces them."""
 
     def __init__(self, write: Callable[[bytes], Awaitable[object]]) -> None:
         self.outbox: Outbox[node_pb2.GatewayFrame] = Outbox(GATEWAY_TO_NODE, write)
