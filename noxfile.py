@@ -1,13 +1,15 @@
 """Developer sessions for the EasyRemote monorepo.
 
 `python3 -m nox -s demo` runs the whole system locally, `python3 -m nox -s tests`
-runs every test. Generated protocol code is produced by `codegen` alone, with
-the generator pinned below; `tests` fails when the committed code drifts.
+runs every test, `python3 -m nox -s dist` builds what README's Install section
+installs. Generated protocol code is produced by `codegen` alone, with the
+generator pinned below; `tests` fails when the committed code drifts.
 """
 
 from __future__ import annotations
 
 import filecmp
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +20,8 @@ ROOT = Path(__file__).parent
 PROTOS = ROOT / "protos"
 PROTO_SRC = ROOT / "packages" / "easyremote-proto" / "src"
 GENERATED = PROTO_SRC / "easyremote" / "proto" / "v1"
+# README's install commands say `--find-links dist`: this folder, git-ignored.
+DIST = ROOT / "dist"
 
 # The generator pin decides the runtime floors in easyremote-proto's pyproject:
 # grpcio-tools 1.66.2 bundles protoc 27.2 (protobuf 5.27.2). mypy-protobuf 5.x
@@ -33,6 +37,7 @@ PACKAGES = [
     "packages/easyremote",
 ]
 TEST_REQUIREMENTS = ["pytest>=7", "pytest-timeout>=2.1"]
+BUILD_REQUIREMENTS = ["build>=1.0"]
 
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -173,9 +178,11 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: EasyRemote vs a raw grpc.aio relay, load balancing, failover (W5).
 
-    ``-- ARGS`` go to benchmarks/run.py (see its --help); ``--quick`` also
-    reaches benchmarks/balancing.py and failover.py. ``-- --balancing-only``
-    skips run.py.
+    Results go to .bench/ (git-ignored); ``-- --record`` writes the committed
+    benchmarks/results.json, balancing.json and failover.json instead.
+    ``-- ARGS`` go to benchmarks/run.py (see its --help); ``--quick`` and
+    ``--record`` also reach benchmarks/balancing.py and failover.py.
+    ``-- --balancing-only`` skips run.py.
     """
     _install_packages(session)
     args = list(session.posargs)
@@ -184,31 +191,56 @@ def bench(session: nox.Session) -> None:
     else:
         session.run("python", "benchmarks/run.py", *args)
     quick = "--quick" in args
-    session.run("python", "benchmarks/balancing.py", *(["--quick"] if quick else []))
-    session.run("python", "benchmarks/failover.py", "--runs", "1" if quick else "3")
+    record = ["--record"] if "--record" in args else []
+    session.run("python", "benchmarks/balancing.py", *(["--quick"] if quick else []), *record)
+    session.run("python", "benchmarks/failover.py", "--runs", "1" if quick else "3", *record)
+
+
+def _build_dist(session: nox.Session, out: Path) -> None:
+    """Wheel and sdist of every package into ``out``, emptied first.
+
+    The one recipe for `dist` and the install check, so the check installs what
+    users build. ``python -m build`` makes the sdist, then the wheel from it, so
+    a file missing from an sdist fails here too.
+    """
+    session.install(*BUILD_REQUIREMENTS)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for package in PACKAGES:
+        session.run("python", "-m", "build", "--outdir", str(out), str(ROOT / package), silent=True)
+    built = sorted(p.name for p in out.iterdir())
+    session.log(f"built into {out}: {', '.join(built)}")
+
+
+@nox.session
+def dist(session: nox.Session) -> None:
+    """Wheels and sdists of the five distributions into dist/ (emptied first).
+
+    Then, per role: `python3 -m pip install --find-links dist easyremote-server`
+    (or -node, -client, or easyremote for all of it); see docs/install.md.
+    """
+    _check_pins(session)
+    _build_dist(session, DIST)
 
 
 def _install_check(session: nox.Session) -> None:
-    """Build wheels, then prove the three install stories in fresh venvs."""
-    session.install("build>=1.0")
-    with tempfile.TemporaryDirectory() as tmp:
-        dist = Path(tmp) / "dist"
-        for package in PACKAGES:
-            session.run(
-                "python", "-m", "build", "--wheel", "--outdir", str(dist), package, silent=True
-            )
+    """Builds as `dist` does, then runs README's install commands in fresh venvs."""
+    with tempfile.TemporaryDirectory(prefix="easyremote-dist-") as tmp:
+        # A folder of its own, so the check never replaces a user's dist/.
+        built = Path(tmp) / "dist"
+        _build_dist(session, built)
         session.run(
             "python",
             str(ROOT / "tests-integration" / "install_check.py"),
-            str(dist),
+            str(built),
             external=False,
         )
 
 
 @nox.session(name="install-check")
 def install_check(session: nox.Session) -> None:
-    """Fresh venvs: server-only has no cloudpickle/psutil/NVML; client-only calls."""
-    _install_packages(session)
+    """README's install commands, word for word, in fresh venvs with an empty HOME."""
     _install_check(session)
 
 

@@ -14,8 +14,10 @@ settings), node processes (``_lb_node.py``) and this process as the client.
 Each strategy calls its own copy of the function (``work_<strategy>``), so it
 starts from unmeasured nodes, as it would on a fresh gateway.
 
-Usage: ``python benchmarks/balancing.py [--quick] [--only a,b,b2,c] [--out FILE]``
-(``nox -s bench`` runs it after ``run.py``). Writes ``benchmarks/balancing.json``.
+Usage: ``python benchmarks/balancing.py [--quick] [--only a,b,b2,c] [--record | --out FILE]``
+(``nox -s bench`` runs it after ``run.py``). Writes ``.bench/balancing.json`` at the
+repository root (git-ignored), or the committed ``benchmarks/balancing.json`` with
+``--record``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import _output
 
 HERE = Path(__file__).resolve().parent
 STRATEGIES = ("round_robin", "resource_aware", "latency_based", "cost_aware", "smart_adaptive")
@@ -266,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and calls")
     parser.add_argument("--only", default=",".join(BENCHES), help="comma list of a,b,b2,c")
-    parser.add_argument("--out", type=Path, default=HERE / "balancing.json")
+    _output.add_arguments(parser, "balancing.json")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     unknown = only - set(BENCHES)
@@ -281,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"--- {log.name}", *tail, sep="\n", file=sys.stderr)
             raise
     print(render(results))
+    args.out = _output.path(args.out, args.record, "balancing.json")
     args.out.write_text(json.dumps({"quick": args.quick, "results": results}, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

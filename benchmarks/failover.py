@@ -9,8 +9,9 @@ calls need 5 more rounds of 0.5 s on 2 slots) and without it (2.5 s).
 Each run uses a fresh gateway and fresh nodes (``_er_gateway.py``,
 ``_lb_node.py``), all separate processes on 127.0.0.1.
 
-Usage: ``python benchmarks/failover.py [--runs N] [--out FILE]`` (``nox -s bench`` runs
-it). Writes ``benchmarks/failover.json``.
+Usage: ``python benchmarks/failover.py [--runs N] [--record | --out FILE]`` (``nox -s
+bench`` runs it). Writes ``.bench/failover.json`` at the repository root (git-ignored),
+or the committed ``benchmarks/failover.json`` with ``--record``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from balancing import CALL_TIMEOUT_S, HERE, cluster, wait_for_nodes
+import _output
+from balancing import CALL_TIMEOUT_S, cluster, wait_for_nodes
 
 CALLS = 20
 CALL_S = 0.5
@@ -88,7 +90,7 @@ async def run(runs: int, log_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=HERE / "failover.json")
+    _output.add_arguments(parser, "failover.json")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(ideal {IDEAL_WITH_FAILURE_S} s with the failure, {IDEAL_WITHOUT_FAILURE_S} s without; "
         f"{report['makespan_s'] / IDEAL_WITH_FAILURE_S:.3f}x)"
     )
+    args.out = _output.path(args.out, args.record, "failover.json")
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0 if report["failed_total"] == 0 else 1

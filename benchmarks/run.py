@@ -24,10 +24,12 @@ is the median over rounds, and the ratios come from those medians.
 Usage:
 
     python3 -m nox -s bench                      # needs the packages installed
-    python benchmarks/run.py [--quick] [--rounds N] [--only w1,w3] [--systems relay]
+    python benchmarks/run.py [--quick] [--rounds N] [--only w1,w3] [--systems relay] [--record]
 
-Prints a table and writes ``benchmarks/results.json``. A ratio above 1 means
-EasyRemote did better than the relay.
+Prints a table and writes ``.bench/results.json`` at the repository root
+(git-ignored); ``--record`` writes the committed ``benchmarks/results.json``
+instead, ``--output FILE`` any other file. A ratio above 1 means EasyRemote
+did better than the relay.
 """
 
 from __future__ import annotations
@@ -54,11 +56,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+import _output
 import grpc
 from relay import RelayClient
 
 HERE = Path(__file__).resolve().parent
-RESULTS_PATH = HERE / "results.json"
+RESULTS_NAME = "results.json"
 SYSTEMS = ("easyremote", "relay")
 WORKLOADS = ("w1", "w2", "w3", "w4")
 
@@ -952,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
         default=set(SYSTEMS),
         help="comma list: easyremote,relay (default: both)",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="results JSON path")
+    _output.add_arguments(parser, RESULTS_NAME, "--output")
     args = parser.parse_args(argv)
     args.systems = [s for s in ("relay", "easyremote") if s in args.systems]
     settings = QUICK if args.quick else FULL
@@ -972,6 +975,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render_table(results, settings.rounds, args.systems))
     report = build_report(per_round, results, errors, settings, args)
+    args.output = _output.path(args.output, args.record, RESULTS_NAME)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.output}")
     if errors:
