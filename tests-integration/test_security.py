@@ -129,17 +129,33 @@ def test_wrong_and_truncated_tokens_are_unauthenticated(cluster: Cluster, kind: 
             client.list_nodes()
 
 
-def test_node_token_cannot_call_or_query(cluster: Cluster) -> None:
+def test_node_token_cannot_call_functions(cluster: Cluster) -> None:
     _, node_token = _tokens()
-    for method, shape in METHODS.items():
-        if "ClientService" in method:
-            code = _raw(cluster.address, method, shape, b"", _bearer(node_token))
-            assert code == grpc.StatusCode.PERMISSION_DENIED, method
+    for name in ("Session", "Call"):
+        method = f"/easyremote.proto.v1.ClientService/{name}"
+        code = _raw(cluster.address, method, METHODS[method], b"", _bearer(node_token))
+        assert code == grpc.StatusCode.PERMISSION_DENIED, method
     with Client(cluster.address, token=node_token, retry_attempts=0) as client:
-        with pytest.raises(PermissionDeniedError, match="node token cannot call"):
+        with pytest.raises(PermissionDeniedError, match="node token cannot call functions"):
             client.call("whoami")
+
+
+def test_node_token_can_query_status(cluster: Cluster) -> None:
+    # `status` on a GPU box that holds only the node token.
+    _, node_token = _tokens()
+    code = _raw(
+        cluster.address,
+        "/easyremote.proto.v1.ClientService/ListNodes",
+        "unary_unary",
+        b"",
+        _bearer(node_token),
+    )
+    assert code == grpc.StatusCode.OK
+    with Client(cluster.address, token=node_token, retry_attempts=0) as client:
+        assert [n.node_id for n in client.list_nodes()] == ["node-a"]
+        assert client.get_node_status("node-a").node_id == "node-a"
         with pytest.raises(PermissionDeniedError):
-            client.list_nodes()
+            client.call("whoami")
 
 
 def test_client_token_cannot_register_or_hijack_a_node(cluster: Cluster) -> None:

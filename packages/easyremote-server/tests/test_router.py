@@ -216,3 +216,33 @@ def test_a_draining_node_fails_the_calls_queued_only_for_it() -> None:
         assert "draining" in sink.results[0].error.message
 
     run(scenario)
+
+
+def _start_named(router: Router, sink: Sink, call_id: int, function: str) -> Call:
+    call = Call(
+        call_id=call_id,
+        sink=sink,
+        options=client_pb2.CallOptions(function=function),
+        caller_versions=common_pb2.Versions(),
+        args=[b"args"],
+        args_complete=True,
+    )
+    router.start_call(call)
+    return call
+
+
+def test_unknown_function_is_refused_with_the_served_names() -> None:
+    def scenario(registry: Registry, router: Router, sink: Sink) -> None:
+        _start_named(router, sink, 1, "g")
+        add_node(registry, router, "a")
+        _start_named(router, sink, 2, "ff")
+        _start_named(router, sink, 3, "zzz")
+        reasons = {r.error.reason for r in sink.results}
+        assert reasons == {_R.ERROR_REASON_NO_AVAILABLE_NODES}
+        assert [r.error.message for r in sink.results] == [
+            "no connected node serves 'g' (no nodes are connected)",
+            "no connected node serves 'ff'; did you mean 'f'? Served: f",
+            "no connected node serves 'zzz'; served: f",
+        ]
+
+    run(scenario)

@@ -9,6 +9,7 @@ turn either into the matching exception, keeping the original as ``__cause__``.
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from typing import cast
 
@@ -95,14 +96,68 @@ class RemoteExecutionError(EasyRemoteError):
         self.remote_traceback = remote_traceback
         self.remote_exception = remote_exception
 
+    @property
+    def remote_location(self) -> str:
+        """Where the remote function raised, as ``file:line in function``.
+
+        The innermost frame of the user's code in the final exception's
+        traceback (EasyRemote's own frames skipped); "" when the traceback
+        names none.
+        """
+        return innermost_user_frame(self.remote_traceback)
+
     def __str__(self) -> str:
+        if self.remote_type:
+            text = f"{self.remote_type}: {self.message}" if self.message else self.remote_type
+        else:
+            text = self.message
         where = f" on {self.node_id}" if self.node_id else ""
-        text = (
-            f"{self.remote_type or 'Exception'}: {self.message}"
-            if self.remote_type
-            else self.message
-        )
+        location = self.remote_location
+        if location:
+            where += f" at {location}"
         return f"{text} (raised{where})"
+
+
+# ``traceback.format_exception`` prints a chain oldest first, joined by one of
+# these lines; the last section is the exception that reached the caller.
+_CHAIN_LINE = re.compile(
+    r"^(?:The above exception was the direct cause of the following exception:"
+    r"|During handling of the above exception, another exception occurred:)$",
+    re.MULTILINE,
+)
+_HEADER = re.compile(r"^(?:  \+ )?(?:Exception Group )?Traceback \(most recent call last\):$")
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
+# An exception group indents its own frames behind this bar.
+_GROUP_BAR = "  | "
+# Frames in EasyRemote's own packages are the machinery, not the user's code.
+_OWN_FRAME = re.compile(r"[/\\]easyremote[/\\](?:client|core|node|proto|server)[/\\]")
+
+
+def innermost_user_frame(remote_traceback: str) -> str:
+    """``file:line in function`` of the innermost user frame in a traceback text.
+
+    Args:
+        remote_traceback: ``traceback.format_exception`` output. With chained
+            exceptions only the last section (the exception that was raised)
+            counts.
+
+    Returns:
+        The location, or "" when no frame outside EasyRemote can be read.
+    """
+    separators = list(_CHAIN_LINE.finditer(remote_traceback))
+    section = remote_traceback[separators[-1].end() :] if separators else remote_traceback
+    lines = iter(section.splitlines())
+    if not any(_HEADER.match(line) for line in lines):
+        return ""
+    location = ""
+    for raw in lines:
+        line = raw.removeprefix(_GROUP_BAR)
+        if not line.startswith("  "):
+            break  # the exception's own line: what follows is its message
+        frame = _FRAME.match(line)
+        if frame is not None and not _OWN_FRAME.search(frame["file"]):
+            location = f"{frame['file']}:{frame['line']} in {frame['func']}"
+    return location
 
 
 class CallTimeoutError(EasyRemoteError, TimeoutError):

@@ -13,7 +13,7 @@ from easyremote.node._context import CallContext, reset_current, set_current
 from easyremote.node._functions import FunctionKind, RegisteredFunction
 from easyremote.node._isolation import IsolatedGenerator
 from easyremote.node._outcomes import CallFailed as _CallFailed
-from easyremote.node._outcomes import dump_value, load_arguments
+from easyremote.node._outcomes import dump_value, load_arguments, log_failure
 from easyremote.node._outcomes import failure as _failure
 from easyremote.node._outcomes import user_failure as _user_failure
 from easyremote.node._serialization import INLINE_PICKLE_BYTES
@@ -473,6 +473,7 @@ class Execution:
         self._put(frame)
 
     def _send_error(self, error: common_pb2.Error, data: bytes = b"") -> None:
+        log_failure(self.call_id, self.function.name, error)
         frame = node_pb2.NodeFrame()
         result = frame.result
         result.call_id = self.call_id

@@ -7,6 +7,7 @@ isolated child processes, so a call's error reads the same either way.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from easyremote.node._serialization import (
@@ -18,6 +19,13 @@ from easyremote.node._serialization import (
 )
 from easyremote.proto import Payload
 from easyremote.proto.v1 import common_pb2
+
+logger = logging.getLogger("easyremote.node")
+
+# Longest exception message a failure log line repeats; a message can hold
+# data of any size, the log line should stay one readable line.
+MAX_LOGGED_MESSAGE_CHARS = 200
+_REASON_PREFIX = "ERROR_REASON_"
 
 
 class CallFailed(Exception):
@@ -63,3 +71,27 @@ def dump_value(value: object, function: str) -> Payload:
             common_pb2.ERROR_REASON_SERIALIZATION,
             f"could not pickle the result of {function!r}: {exc!r}",
         ) from exc
+
+
+def log_failure(call_id: int, function: str, error: common_pb2.Error) -> None:
+    """Logs, at INFO, that a call ended with ``error``; never its arguments.
+
+    The line names the call, the function, the exception type (or, for a
+    failure the node decided, the reason) and the message cut to
+    ``MAX_LOGGED_MESSAGE_CHARS``.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    kind = error.remote_type or common_pb2.ErrorReason.Name(error.reason).removeprefix(
+        _REASON_PREFIX
+    )
+    logger.info("call %d of %r failed: %s: %s", call_id, function, kind, _one_line(error.message))
+
+
+def _one_line(message: str) -> str:
+    # Only the head is looked at: a message may be megabytes long.
+    head = message[: MAX_LOGGED_MESSAGE_CHARS * 4]
+    flat = " ".join(head.split())
+    if len(flat) <= MAX_LOGGED_MESSAGE_CHARS and len(head) == len(message):
+        return flat
+    return flat[: MAX_LOGGED_MESSAGE_CHARS - 3] + "..."

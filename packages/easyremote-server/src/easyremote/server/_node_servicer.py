@@ -27,6 +27,23 @@ MAX_NODE_ID_LENGTH = 256
 NodeContext = aio.ServicerContext["node_pb2.NodeEnvelope | DataChunk", bytes]
 
 
+def duplicate_id_message(holder: NodeRecord) -> str:
+    """Why a node may not take ``holder``'s id, and how to pick another."""
+    held_by = ", ".join(
+        part
+        for part in (
+            f"host {holder.hostname!r}" if holder.hostname else "",
+            f"peer {holder.peer}" if holder.peer and holder.peer != "unknown" else "",
+        )
+        if part
+    )
+    where = f" (held by {held_by})" if held_by else ""
+    return (
+        f"node id {holder.node_id!r} is already connected to this gateway{where}; "
+        "give this node another id: --node-id on the CLI or ComputeNode(..., node_id=...)"
+    )
+
+
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     """Accepts node connections and feeds their frames to the router."""
 
@@ -75,11 +92,10 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         first = await self._read_hello(request_iterator, context)
         hello = first.frames[0].hello
         node_id = hello.node_id
-        if node_id in self._registry:
+        holder = self._registry.get(node_id)
+        if holder is not None:
             await abort(
-                context,
-                common_pb2.ERROR_REASON_ALREADY_EXISTS,
-                f"node id {node_id!r} is already connected to this gateway",
+                context, common_pb2.ERROR_REASON_ALREADY_EXISTS, duplicate_id_message(holder)
             )
         link = NodeLink(context.write)
         record = NodeRecord.from_hello(hello, link, peer_of(context))

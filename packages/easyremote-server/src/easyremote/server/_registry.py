@@ -138,6 +138,10 @@ class Registry:
     def nodes(self) -> Iterable[NodeRecord]:
         return self._nodes.values()
 
+    def function_names(self) -> Iterable[str]:
+        """Every function name some connected node registered."""
+        return self._by_function.keys()
+
     def serving(self, function: str) -> Iterable[NodeRecord]:
         """Nodes that registered ``function``, whatever their state."""
         return self._by_function.get(function, {}).values()

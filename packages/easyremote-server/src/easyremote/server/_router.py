@@ -8,6 +8,8 @@ into this class; the node and client links only queue frames.
 from __future__ import annotations
 
 import asyncio
+import difflib
+import heapq
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -28,6 +30,56 @@ MAX_ATTEMPTS = 3
 _MAX_REROUTES = 16
 # Stream items a node may send before the caller grants more.
 DEFAULT_STREAM_CREDIT = 16
+
+
+# Served names listed when a call names a function no node serves.
+MAX_LISTED_FUNCTIONS = 10
+# Names scored for likeness to the unknown one (those closest in length): keeps
+# a refusal cheap on a gateway whose nodes serve thousands of functions.
+_MAX_SCORED_FUNCTIONS = 500
+# Longer requested names are not compared at all (similarity costs their
+# length times each served name's).
+_MAX_COMPARED_CHARS = 256
+# How alike a served name must be to be offered as "did you mean" (difflib's
+# own default for close matches).
+_SUGGEST_CUTOFF = 0.6
+
+
+def unknown_function_message(function: str, registry: Registry) -> str:
+    """Why a call of ``function`` has no node: what is served instead, closest first."""
+    message = f"no connected node serves {function!r}"
+    if not len(registry):
+        return f"{message} (no nodes are connected)"
+    names = list(registry.function_names())
+    if not names:
+        return f"{message} (the connected nodes serve no functions)"
+    closest = _closest(function, names)
+    listed = ", ".join(name for _, name in closest)
+    more = len(names) - len(closest)
+    if more > 0:
+        listed += f" and {more} more"
+    best_score, best = closest[0]
+    if best_score >= _SUGGEST_CUTOFF:
+        return f"{message}; did you mean {best!r}? Served: {listed}"
+    return f"{message}; served: {listed}"
+
+
+def _closest(function: str, names: list[str]) -> list[tuple[float, str]]:
+    """Up to MAX_LISTED_FUNCTIONS (similarity, name) pairs, most similar first."""
+    if len(function) > _MAX_COMPARED_CHARS:
+        # No function is named like that; comparing would only cost time.
+        return [(0.0, name) for name in heapq.nsmallest(MAX_LISTED_FUNCTIONS, names)]
+    if len(names) > _MAX_SCORED_FUNCTIONS:
+        # Names of a very different length cannot be very similar.
+        size = len(function)
+        names = heapq.nsmallest(_MAX_SCORED_FUNCTIONS, names, key=lambda n: abs(len(n) - size))
+    matcher = difflib.SequenceMatcher(b=function)  # seq2 is analysed once, reused
+    scored = []
+    for name in names:
+        matcher.set_seq1(name)
+        scored.append((matcher.ratio(), name))
+    # Ties go alphabetically, so the list reads the same every time.
+    return heapq.nsmallest(MAX_LISTED_FUNCTIONS, scored, key=lambda pair: (-pair[0], pair[1]))
 
 
 @dataclass
@@ -285,7 +337,7 @@ class Router:
             for node in candidates
         ]
         if not reasons:
-            message = f"no connected node serves {function!r}"
+            message = unknown_function_message(function, self.registry)
         else:
             message = f"no eligible node for {function!r} ({'; '.join(sorted(reasons))})"
         self._fail(call, common_pb2.ERROR_REASON_NO_AVAILABLE_NODES, message)
