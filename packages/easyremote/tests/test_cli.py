@@ -182,3 +182,24 @@ def test_easyremote_server_subprocess_stops_on_sigterm() -> None:
         if child.poll() is None:
             child.kill()
             child.wait(EXIT_TIMEOUT_S)
+
+
+def test_group_forwards_the_role_commands_unchanged() -> None:
+    from easyremote.client.cli import status_command
+    from easyremote.node.cli import node_command
+    from easyremote.server.cli import server_command
+
+    assert easyremote_cli.cli.commands == {
+        "server": server_command,
+        "node": node_command,
+        "status": status_command,
+    }
+    runner = CliRunner()
+    for args in (
+        ["server", "join", "--help"],
+        ["server", "status", "--help"],
+        ["node", "status", "--help"],
+    ):
+        result = runner.invoke(easyremote_cli.cli, args)
+        assert result.exit_code == 0, result.output
+        assert "EASYREMOTE_" in result.output

@@ -22,6 +22,7 @@ import grpc
 from grpc import aio
 
 from easyremote.node._functions import FunctionKind, RegisteredFunction, kind_of
+from easyremote.node._import_guard import check_not_importing
 from easyremote.node._isolation import ProcessPool
 from easyremote.node._reconnect_log import ReconnectLog
 from easyremote.node._resources import ResourceProbe, SystemProbe
@@ -293,6 +294,7 @@ class ComputeNode:
             NodeError: The gateway refused the node, or (``blocking=False``)
                 did not confirm registration within ``connection_timeout``.
         """
+        check_not_importing()
         if self._running is not None:
             raise NodeError("this node is already serving")
         if blocking:

@@ -302,11 +302,13 @@ class Server:
         self._server = server
         self._monitor = asyncio.ensure_future(self._watch_heartbeats())
         self._write_local_record()
+        wildcard = self.host in _WILDCARD_HOSTS
         logger.info(
-            "gateway listening on %s (%s, %s)",
-            self.address,
+            "gateway listening on %s (%s, %s)%s",
+            f"{self.host or '0.0.0.0'}:{self.port}" if wildcard else self.address,
             "TLS" if credentials is not None else "plaintext",
             "tokens required" if self.auth is not None else "NO authentication",
+            f"; all interfaces, {self.address} on this machine" if wildcard else "",
         )
         self._started.set()
 
