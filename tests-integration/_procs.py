@@ -32,7 +32,13 @@ def wait_until(
 class Proc:
     """A child process whose stdout lines are read in the background."""
 
-    def __init__(self, args: list[str], name: str) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        name: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.popen = subprocess.Popen(
             args,
@@ -40,7 +46,8 @@ class Proc:
             stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=env if env is not None else {**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=cwd,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []

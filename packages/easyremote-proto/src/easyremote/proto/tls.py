@@ -192,10 +192,10 @@ def tls_mismatch(address: str, tls: TlsSettings, timeout: float = PROBE_TIMEOUT_
         return (
             f"the gateway at {address} serves TLS, but this peer connects in plaintext. "
             f"Pin its certificate ({ENV_TLS_FINGERPRINT}=<fingerprint> or tls_fingerprint=...; "
-            "the gateway prints it, and `easyremote-server join` on the gateway's machine "
-            f"prints it with the token) or give its CA ({ENV_TLS_CA}). It presents a "
+            "`easyremote-server join` on the gateway's machine prints it with the token, "
+            f"and the gateway's banner shows it) or give its CA ({ENV_TLS_CA}). It presents a "
             f"certificate with SHA-256 fingerprint {seen}: pin it only if that is the one "
-            "your gateway printed"
+            "your gateway shows"
         )
     return None
 
@@ -246,7 +246,8 @@ def refuse_plaintext_token(
     raise CredentialsError(
         f"refusing to send a token in plaintext to {address}: anyone on the path could "
         "read it and run code on your nodes. Pin the gateway's certificate "
-        f"(tls_fingerprint=... or {ENV_TLS_FINGERPRINT}; the gateway prints it) or give "
+        f"(tls_fingerprint=... or {ENV_TLS_FINGERPRINT}; `easyremote-server join` on the "
+        "gateway's machine prints it) or give "
         f"its CA (tls_ca_file=... or {ENV_TLS_CA}). On a network you trust "
         "(VPN, private LAN) pass allow_insecure=True (CLIs: --allow-insecure)."
     )

@@ -198,6 +198,13 @@ class Server:
         return f"{host}:{self.port}"
 
     @property
+    def _bind(self) -> str:
+        # What the gateway listens on, for log lines (address is what to dial).
+        if self.host in _WILDCARD_HOSTS:
+            return f"{self.host or '0.0.0.0'}:{self.port}"
+        return self.address
+
+    @property
     def running(self) -> bool:
         return self._started.is_set() and not self._stopped.is_set()
 
@@ -305,7 +312,7 @@ class Server:
         wildcard = self.host in _WILDCARD_HOSTS
         logger.info(
             "gateway listening on %s (%s, %s)%s",
-            f"{self.host or '0.0.0.0'}:{self.port}" if wildcard else self.address,
+            self._bind,
             "TLS" if credentials is not None else "plaintext",
             "tokens required" if self.auth is not None else "NO authentication",
             f"; all interfaces, {self.address} on this machine" if wildcard else "",
@@ -400,7 +407,7 @@ class Server:
         if self._record_written:
             with contextlib.suppress(OSError, CredentialsError):
                 remove_record(self.port, os.getpid())
-        logger.info("gateway on %s stopped", self.address)
+        logger.info("gateway on %s stopped", self._bind)
         self._stopped.set()
 
     async def _watch_heartbeats(self) -> None:
