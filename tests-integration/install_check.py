@@ -19,12 +19,15 @@ also holds the seed's ``easyremote`` 2.x, so the meta story proves that
 * server: no cloudpickle, psutil or NVML; ``easyremote-server --help``.
 * node: ``pynvml`` comes from nvidia-ml-py (no ``pynvml`` distribution);
   ``easyremote-node --help``.
-* client: no server, no psutil.
+* client: no server, no psutil; ``easyremote-client --help``.
 * meta: the seed API and ``easyremote --help``.
 
-Last, a gateway from the server venv, a node from the node venv, and calls
-from the client and meta venvs, all on loopback with the token the gateway
-writes under the shared fresh HOME.
+Last, the banners: ``easyremote-server`` from the server venv, and every
+command its "Next steps" print run as printed in the venv of the role it
+names (a node from the node venv, Python lines from the client venv, status
+from the server venv), then the node banner's steps, ``easyremote-client
+status``, and a call from the meta venv, all on loopback with the token the
+gateway writes under the shared fresh HOME.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 README = ROOT / "README.md"
-APPS = HERE / "apps"
 MARKER = "<!-- install-commands"
 sys.path.insert(0, str(HERE))
 
@@ -91,6 +93,7 @@ STORIES = {
         ours=(PROTO, "easyremote-client"),
         imports=("from easyremote.client import Client",),
         absent_modules=("easyremote.server", "easyremote.node", "psutil"),
+        script="easyremote-client",
     ),
     "easyremote": Story(
         ours=(PROTO, "easyremote-server", "easyremote-node", "easyremote-client", "easyremote"),
@@ -120,24 +123,6 @@ owners = md.packages_distributions()
 for module, owner in spec["owners"].items():
     assert owners.get(module) == [owner], f"{module} comes from {owners.get(module)}, not {owner}"
 print(json.dumps(ours))
-"""
-
-CLIENT_CALL = """
-import sys
-from easyremote.client import Client
-with Client(sys.argv[1]) as client:
-    value, node = client.call("inc", 41)
-assert (value, node) == (42, "install-check-node"), (value, node)
-print("client-only call OK")
-"""
-
-META_CALL = """
-import sys
-from easyremote import Client
-with Client(sys.argv[1]) as client:
-    value, node = client.call("inc", 1)
-assert value == 2, value
-print("meta call OK")
 """
 
 
@@ -302,40 +287,139 @@ def main() -> int:
             pythons = {story: future.result() for story, future in futures.items()}
         for story, python in pythons.items():
             check_story(python, story, versions, base_env)
-        call_through_gateway(pythons, base_env)
+        workdir = root / "banners"
+        workdir.mkdir()
+        follow_the_banners(pythons, base_env, workdir)
     print("install check OK: README's install commands work in fresh venvs")
     return 0
 
 
-def call_through_gateway(pythons: dict[str, Path], env: dict[str, str]) -> None:
-    """Gateway from the server venv, node from the node venv, calls from the others."""
-    saved = dict(os.environ)
-    # Proc starts children with this process's environment.
-    os.environ.clear()
-    os.environ.update(env)
+TARGET_MODULE = """
+from easyremote.node import ComputeNode
+
+node = ComputeNode("localhost:8080", "install-check-node")
+
+
+@node.register
+def my_function(x):
+    return x * 2
+"""
+
+META_CALL = """
+import sys
+from easyremote import Client
+with Client(sys.argv[1]) as client:
+    assert client.call("my_function", 1) == 2
+print("meta call OK")
+"""
+
+# Which story's venv runs a command a banner prints.
+SCRIPT_STORY = {
+    "easyremote-server": "easyremote-server",
+    "easyremote-node": "easyremote-node",
+    "easyremote-client": "easyremote-client",
+    "easyremote": "easyremote",
+}
+
+
+def next_steps(banner: str) -> list[str]:
+    """The commands under a banner's "Next steps" heading, as printed."""
+    lines = banner.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Next steps"), None)
+    if start is None:
+        fail(f"no 'Next steps' in the banner:\n{banner}")
+    steps = []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        if line.startswith("    "):  # commands; the 2-space lines describe them
+            steps.append(line.strip())
+    return steps
+
+
+def run_steps(
+    steps: list[str], pythons: dict[str, Path], env: dict[str, str], workdir: Path
+) -> list[Proc]:
+    """Runs each printed step in the venv of the role it names; returns long-running ones.
+
+    A step ``easyremote-node GATEWAY TARGET`` serves, so it is started and left
+    running; a ``from ...`` line starts a Python snippet that ends with a call
+    of ``my_function``, whose ``...`` becomes an argument.
+    """
+    started: list[Proc] = []
+    index = 0
+    while index < len(steps):
+        step = steps[index]
+        words = shlex.split(step)
+        if step.startswith("from "):
+            code = [step]
+            while index + 1 < len(steps) and not steps[index + 1].startswith("easyremote"):
+                index += 1
+                code.append(steps[index])
+            code[-1] = f"print({code[-1].replace('...', '21')})"
+            output = run(pythons["easyremote-client"], "\n".join(code), env=env)
+            if output != "42":
+                fail(f"the banner's Python lines printed {output!r}, not 42:\n{code}")
+            print(f"ran as printed (client venv): {' / '.join(code)}")
+        elif words[0] == "easyremote-node" and words[1] not in ("status", "serve"):
+            python = pythons[SCRIPT_STORY[words[0]]]
+            node = Proc([str(python.parent / words[0]), *words[1:]], words[0], env=env, cwd=workdir)
+            started.append(node)
+            node.expect_containing("registered with the gateway")
+            print(f"ran as printed ({words[0]} venv): {step}")
+        else:
+            python = pythons[SCRIPT_STORY[words[0]]]
+            result = subprocess.run(
+                [str(python.parent / words[0]), *words[1:]],
+                capture_output=True,
+                text=True,
+                timeout=CHECK_TIMEOUT_S,
+                env=env,
+                cwd=workdir,
+            )
+            if result.returncode != 0:
+                fail(f"{step!r} exited {result.returncode}\n{result.stdout}{result.stderr}")
+            print(f"ran as printed ({words[0]} venv): {step}")
+        index += 1
+    return started
+
+
+def follow_the_banners(pythons: dict[str, Path], env: dict[str, str], workdir: Path) -> None:
+    """The real CLIs from the single-role venvs, each banner's next steps as printed.
+
+    The gateway runs from the server venv; its banner's steps start a node
+    from the node venv (on a module named as printed), call from the client
+    venv and show status from the server venv; then the node banner's steps.
+    All on this machine under one fresh HOME, where the gateway writes the tokens.
+    """
+    (workdir / "mymodule.py").write_text(TARGET_MODULE)
+    server_bin = pythons["easyremote-server"].parent
     procs: list[Proc] = []
     try:
-        gateway = Proc([str(pythons["easyremote-server"]), str(APPS / "gateway_app.py")], "gateway")
-        procs.append(gateway)
-        address = gateway.expect("LISTENING ").split()[1]
-        node = Proc(
-            [
-                str(pythons["easyremote-node"]),
-                str(APPS / "node_app.py"),
-                address,
-                "install-check-node",
-            ],
-            "install-check-node",
+        gateway = Proc(
+            [str(server_bin / "easyremote-server"), "--port", "0"], "gateway", env=env, cwd=workdir
         )
-        procs.append(node)
-        node.expect("REGISTERED")
-        print(run(pythons["easyremote-client"], CLIENT_CALL, address, env=env))
+        procs.append(gateway)
+        gateway.expect("Stop the gateway")
+        banner = "".join(gateway.output)
+        procs += run_steps(next_steps(banner), pythons, env, workdir)
+        # The node's banner came before its "registered" line, which was awaited.
+        node_steps = next_steps("".join(procs[-1].output))
+        run_steps(node_steps, pythons, env, workdir)
+        address = node_steps[0].split()[-1]
+        status = subprocess.run(
+            [str(pythons["easyremote-client"].parent / "easyremote-client"), "status", address],
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT_S,
+            env=env,
+        )
+        if status.returncode != 0 or "install-check-node" not in status.stdout:
+            fail(f"easyremote-client status {address}:\n{status.stdout}{status.stderr}")
         print(run(pythons["easyremote"], META_CALL, address, env=env))
     finally:
         for proc in reversed(procs):
             proc.stop()
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 if __name__ == "__main__":
