@@ -14,13 +14,8 @@ from pathlib import Path
 import pytest
 
 from easyremote.proto import addresses, logsetup
-from easyremote.proto.status import (
-    NODE_COLUMNS,
-    NodeStatus,
-    format_table,
-    node_row,
-    render_status,
-)
+from easyremote.proto.status import NodeStatus
+from easyremote.proto.status_table import NODE_COLUMNS, format_table, node_row, render_status
 from easyremote.proto.v1 import client_pb2, common_pb2
 
 REPO = Path(__file__).resolve().parents[3]
@@ -122,10 +117,12 @@ def test_quiet_grpc_core_respects_a_chosen_verbosity(monkeypatch: pytest.MonkeyP
 
 
 def test_shared_cli_modules_need_no_click() -> None:
-    # easyremote-proto has no click dependency; each role's cli.py wraps these.
+    # Only the command modules (status_cli, cli_options) import click; programs
+    # that fetch or render status, or set up logging, do without it.
     code = (
         "import sys\n"
         "import easyremote.proto.status, easyremote.proto.logsetup, easyremote.proto.addresses\n"
+        "import easyremote.proto.status_fetch, easyremote.proto.status_table\n"
         "print('click' in sys.modules)\n"
     )
     paths = os.pathsep.join(str(p) for p in sorted((REPO / "packages").glob("*/src")))

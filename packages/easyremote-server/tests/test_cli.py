@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from easyremote.proto.credentials import ensure_local_credentials, load_local_credentials
 from easyremote.server import GatewayError, Server
+from easyremote.server import _join as server_join
 from easyremote.server import cli as server_cli
 from easyremote.server._tls import fingerprint_of_pem, load_or_create_self_signed
 
@@ -439,7 +440,7 @@ def test_join_json_and_one_role(gateway_secrets: tuple[str, str, str]) -> None:
 def test_join_defaults_to_a_real_address(
     gateway_secrets: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server_cli, "machine_addresses", lambda: ["192.0.2.7", "fd00::7"])
+    monkeypatch.setattr(server_join, "machine_addresses", lambda: ["192.0.2.7", "fd00::7"])
     result = CliRunner().invoke(server_cli.server_command, ["join", "--port", "8123"])
     assert result.exit_code == 0, result.output
     assert "easyremote-node 192.0.2.7:8123 mymodule:node" in result.output
@@ -462,7 +463,7 @@ def test_join_reads_tokens_from_the_environment_first(own_home: Path) -> None:
 def test_join_follows_the_running_gateways_tls(
     gateway_secrets: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server_cli, "machine_addresses", lambda: ["192.0.2.9"])
+    monkeypatch.setattr(server_join, "machine_addresses", lambda: ["192.0.2.9"])
     # A generated certificate exists, but this gateway serves plaintext: no pin.
     with Server(port=0) as plain:
         result = CliRunner().invoke(
@@ -572,7 +573,7 @@ def test_wildcard_gateway_banner_lists_no_loopback_to_dial(
         assert join.split()[-1] == dial[0]
     else:
         assert "no network address was found" in text
-    for address in server_cli.machine_addresses():
+    for address in server_join.machine_addresses():
         assert not address.startswith("127.") and address != "::1"
     assert "Traceback" not in text
 

@@ -19,18 +19,13 @@ import click
 from easyremote.client.cli import status_command
 from easyremote.node.cli import node_command
 from easyremote.proto.logsetup import quiet_grpc_core
-from easyremote.proto.status import (
-    DEFAULT_GATEWAY,
-    ENV_GATEWAY,
-    FUNCTION_COLUMNS,
-    NODE_COLUMNS,
-    format_table,
-    node_row,
-)
+from easyremote.proto.status_cli import DEFAULT_GATEWAY, ENV_GATEWAY
+from easyremote.proto.status_table import FUNCTION_COLUMNS, NODE_COLUMNS, format_table, node_row
 from easyremote.server.cli import server_command
 from easyremote.version import __version__
 
-# Kept importable from here: the status table's pieces moved to easyremote.proto.status.
+# Kept importable from here: the status command's pieces moved to easyremote.proto
+# (status_cli, status_table).
 GATEWAY_ENV = ENV_GATEWAY
 
 __all__ = [
