@@ -103,7 +103,12 @@ def banner(server: Server, strategy: str, addresses: Sequence[str] | None = None
             "nodes find them by themselves."
         )
     if server.tls_fingerprint:
-        lines.append("TLS: on (`easyremote-server join` prints what other machines set).")
+        # The fingerprint is public (the certificate is sent to anyone who
+        # connects); shown so a peer told what a port presents can compare.
+        lines += [
+            "TLS: on (`easyremote-server join` prints what other machines set).",
+            f"  certificate SHA-256 fingerprint: {server.tls_fingerprint}",
+        ]
     elif exposed:
         lines.append("TLS: OFF (--allow-insecure): tokens and data cross the network in clear.")
     lines += ["", "Next steps"]
