@@ -1,9 +1,10 @@
 """EasyRemote wire protocol.
 
 Generated gRPC/protobuf modules live in :mod:`easyremote.proto.v1`; this package
-adds only thin, dependency-free helpers every role needs to speak the protocol
-the same way: the error table, transport settings, payload framing, the stream codecs
-and the coalescing outbox.
+adds the helpers every role needs to speak the protocol the same way (the error
+table, transport settings, payload framing, the stream codecs and the coalescing
+outbox), the credentials, TLS and local gateway records every peer resolves, and
+the pieces the three CLIs share (logging set-up, the ``status`` command).
 
 Users of EasyRemote never touch these; they use ``easyremote.client``,
 ``easyremote.node`` and ``easyremote.server``.
