@@ -17,6 +17,7 @@ import grpc
 from grpc import aio
 
 from easyremote.proto import PROTOCOL_VERSION, python_version, server_options, strategy_from_name
+from easyremote.proto.addresses import WILDCARD_HOSTS
 from easyremote.proto.console_log import show_logs_if_unconfigured
 from easyremote.proto.credentials import CredentialsError, is_loopback_host
 from easyremote.proto.local_gateways import GatewayRecord, remove_record, write_record
@@ -47,7 +48,6 @@ from easyremote.server.version import __version__
 logger = logging.getLogger("easyremote.server")
 
 _START_TIMEOUT_S = 30.0
-_WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
 
 
 class GatewayError(RuntimeError):
@@ -193,14 +193,14 @@ class Server:
     def address(self) -> str:
         """``host:port`` clients and nodes should dial."""
         host = self.host
-        if host in _WILDCARD_HOSTS:
+        if host in WILDCARD_HOSTS:
             host = "127.0.0.1"
         return f"{host}:{self.port}"
 
     @property
     def _bind(self) -> str:
         # What the gateway listens on, for log lines (address is what to dial).
-        if self.host in _WILDCARD_HOSTS:
+        if self.host in WILDCARD_HOSTS:
             return f"{self.host or '0.0.0.0'}:{self.port}"
         return self.address
 
@@ -309,7 +309,7 @@ class Server:
         self._server = server
         self._monitor = asyncio.ensure_future(self._watch_heartbeats())
         self._write_local_record()
-        wildcard = self.host in _WILDCARD_HOSTS
+        wildcard = self.host in WILDCARD_HOSTS
         logger.info(
             "gateway listening on %s (%s, %s)%s",
             self._bind,
@@ -321,7 +321,7 @@ class Server:
 
     def _write_local_record(self) -> None:
         """Tells peers on this machine how to reach this gateway (see local_gateways)."""
-        if not (is_loopback_host(self.host) or self.host in _WILDCARD_HOSTS):
+        if not (is_loopback_host(self.host) or self.host in WILDCARD_HOSTS):
             return  # loopback peers cannot reach this bind anyway
         record = GatewayRecord(
             port=self.port,
