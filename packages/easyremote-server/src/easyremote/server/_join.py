@@ -36,8 +36,9 @@ def _shell_value(value: str) -> str:
 
 def _gateway_tokens() -> tuple[str, str] | None:
     """(client, node) tokens as the gateway resolves them, or None if there are none yet."""
-    client = os.environ.get(ENV_CLIENT_TOKEN) or ""
-    node = os.environ.get(ENV_NODE_TOKEN) or ""
+    # Stripped as the gateway strips them: a pasted newline is not part of a token.
+    client = os.environ.get(ENV_CLIENT_TOKEN, "").strip()
+    node = os.environ.get(ENV_NODE_TOKEN, "").strip()
     if not client or not node:
         local = load_local_credentials()
         if local is None:
@@ -214,8 +215,8 @@ def join_text(
             document["notes"] = notes
         return json.dumps(document, indent=2)
     titles = {
-        "node": "On a node machine (pip install easyremote-node):",
-        "client": "On a client machine (pip install easyremote-client); Python then uses "
+        "node": "On a node machine (with easyremote-node installed):",
+        "client": "On a client machine (with easyremote-client installed); Python then uses "
         f'Client("{dial}") from easyremote.client:',
     }
     lines = [f"# Join the EasyRemote gateway at {dial}. Keep this secret: it holds tokens."]
