@@ -20,6 +20,10 @@ import subprocess
 import sys
 from typing import Any
 
+# This script owns its processes: gRPC's C core shows only errors (it reads the
+# variable when grpc is first imported, which the role functions do below).
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 
 def free_port(preferred: int = 8080) -> int:
     for port in (preferred, 0):

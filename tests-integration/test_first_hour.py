@@ -294,3 +294,66 @@ print(json.dumps({"env": changed, "handlers": len(root.handlers), "level": root.
     )
     seen = json.loads(done.stdout)
     assert seen == {"env": [], "handlers": 0, "level": logging.WARNING, "allocator": []}
+
+
+ENTRY_MODULES = [
+    "_easyremote_server_cli",
+    "_easyremote_node_cli",
+    "_easyremote_client_cli",
+    "_easyremote_cli",
+]
+
+
+@pytest.mark.parametrize("module", ENTRY_MODULES)
+def test_each_command_quiets_grpc_before_grpc_loads(module: str) -> None:
+    """gRPC reads GRPC_VERBOSITY at import: the console scripts set it first."""
+    probe = f"""
+import os, sys
+os.environ.pop("GRPC_VERBOSITY", None)
+import {module} as entry
+assert "grpc" not in sys.modules, "the entry module must not load grpc"
+sys.argv = ["prog", "--version"]
+try:
+    entry.main()
+except SystemExit:
+    pass
+print("VERBOSITY", os.environ["GRPC_VERBOSITY"])
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert "VERBOSITY ERROR" in done.stdout
+    chosen = subprocess.run(
+        [sys.executable, "-c", probe.replace('os.environ.pop("GRPC_VERBOSITY", None)', "")],
+        env={**os.environ, "GRPC_VERBOSITY": "INFO"},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert "VERBOSITY INFO" in chosen.stdout  # a user's own setting wins
+
+
+def test_a_tls_gateway_command_prints_no_grpc_lines_when_probed_in_plaintext(
+    tmp_path: Path,
+) -> None:
+    """Port scanners hit public gateways all day; gRPC must not log each one."""
+    import grpc
+
+    from easyremote.proto.v1 import client_pb2, client_pb2_grpc
+
+    env = _fresh_env(tmp_path)
+    env.pop("GRPC_VERBOSITY", None)
+    port = _free_port()
+    script = Path(sys.executable).parent / "easyremote-server"
+    gateway = Proc([str(script), "--port", str(port), "--tls-self-signed"], "gateway", env=env)
+    try:
+        gateway.expect_containing(f"gateway listening on 127.0.0.1:{port} (TLS")
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.RpcError):
+                client_pb2_grpc.ClientServiceStub(channel).ListNodes(
+                    client_pb2.ListNodesRequest(), timeout=5
+                )
+    finally:
+        assert gateway.stop() == 0
+    output = "".join(gateway.output)
+    assert "Handshake failed" not in output, output
+    assert "gateway on 127.0.0.1" in output and "stopped" in output

@@ -130,12 +130,3 @@ def test_every_flag_has_a_documented_environment_variable() -> None:
     assert "token" not in {option.name for option in options}
     help_text = CliRunner().invoke(client_cli.cli, ["status", "--help"]).output
     assert "EASYREMOTE_TLS_FINGERPRINT" in help_text
-
-
-def test_main_quiets_grpc_core_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRPC_VERBOSITY", "placeholder")
-    monkeypatch.delenv("GRPC_VERBOSITY")
-    monkeypatch.setattr(sys, "argv", ["easyremote-client", "--version"])
-    with pytest.raises(SystemExit):
-        client_cli.main()
-    assert os.environ["GRPC_VERBOSITY"] == "ERROR"

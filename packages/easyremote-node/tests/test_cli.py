@@ -552,12 +552,3 @@ def test_module_that_serves_at_import_fails_fast(tmp_path: Path) -> None:
     assert "calls serve() while easyremote-node imports it" in done.stderr
     assert "Traceback" not in done.stderr
     assert "Connecting" not in done.stdout  # the CLI's own node never started
-
-
-def test_main_quiets_grpc_core_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRPC_VERBOSITY", "placeholder")
-    monkeypatch.delenv("GRPC_VERBOSITY")
-    monkeypatch.setattr(sys, "argv", ["easyremote-node", "--version"])
-    with pytest.raises(SystemExit):
-        node_cli.main()
-    assert os.environ["GRPC_VERBOSITY"] == "ERROR"

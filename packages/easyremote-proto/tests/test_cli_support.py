@@ -107,15 +107,6 @@ def test_configure_logging_keeps_other_libraries_at_warning(restore_logging: Non
         logsetup.configure_logging("loud")
 
 
-def test_quiet_grpc_core_respects_a_chosen_verbosity(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRPC_VERBOSITY", "INFO")
-    logsetup.quiet_grpc_core()
-    assert os.environ["GRPC_VERBOSITY"] == "INFO"
-    monkeypatch.delenv("GRPC_VERBOSITY")
-    logsetup.quiet_grpc_core()
-    assert os.environ["GRPC_VERBOSITY"] == "ERROR"
-
-
 def test_shared_cli_modules_need_no_click() -> None:
     # Only the command modules (status_cli, cli_options) import click; programs
     # that fetch or render status, or set up logging, do without it.

@@ -594,16 +594,3 @@ def test_log_level_debug_shows_easyremote_only(children: list[_Child]) -> None:
     # grpc's Python side logs too; neither must appear.
     assert "Using selector" not in text
     assert " DEBUG asyncio" not in text and " DEBUG grpc" not in text
-
-
-def test_main_quiets_grpc_core_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GRPC_VERBOSITY", "placeholder")
-    monkeypatch.delenv("GRPC_VERBOSITY")
-    monkeypatch.setattr(sys, "argv", ["easyremote-server", "--version"])
-    with pytest.raises(SystemExit):
-        server_cli.main()
-    assert os.environ["GRPC_VERBOSITY"] == "ERROR"
-    monkeypatch.setenv("GRPC_VERBOSITY", "DEBUG")
-    with pytest.raises(SystemExit):
-        server_cli.main()
-    assert os.environ["GRPC_VERBOSITY"] == "DEBUG"

@@ -18,7 +18,6 @@ import click
 
 from easyremote.client.cli import status_command
 from easyremote.node.cli import node_command
-from easyremote.proto.logsetup import quiet_grpc_core
 from easyremote.proto.status_cli import DEFAULT_GATEWAY, ENV_GATEWAY
 from easyremote.proto.status_table import FUNCTION_COLUMNS, NODE_COLUMNS, format_table, node_row
 from easyremote.server.cli import server_command
@@ -53,7 +52,6 @@ cli.add_command(status_command, name="status")
 
 def main() -> None:
     """Entry point of ``easyremote``."""
-    quiet_grpc_core()
     cli(prog_name="easyremote")
 
 

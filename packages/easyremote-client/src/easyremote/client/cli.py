@@ -15,7 +15,6 @@ import click
 
 from easyremote.client.version import __version__
 from easyremote.proto.cli_options import CONTEXT_SETTINGS
-from easyremote.proto.logsetup import quiet_grpc_core
 from easyremote.proto.status_cli import make_status_command
 
 status_command = make_status_command(
@@ -36,7 +35,6 @@ cli.add_command(status_command)
 
 def main() -> None:
     """Entry point of ``easyremote-client``."""
-    quiet_grpc_core()
     cli(prog_name="easyremote-client")
 
 

@@ -22,7 +22,7 @@ from easyremote.node._functions import FunctionKind, RegisteredFunction
 from easyremote.node._target import TargetError, build_node, load_target, target_logger
 from easyremote.node.version import __version__
 from easyremote.proto.cli_options import CONTEXT_SETTINGS, log_level_option, peer_tls_options
-from easyremote.proto.logsetup import LOG_LEVELS, configure_logging, quiet_grpc_core
+from easyremote.proto.logsetup import LOG_LEVELS, configure_logging
 from easyremote.proto.status_cli import make_status_command
 
 __all__ = [
@@ -254,7 +254,6 @@ node_command.add_command(status_command)
 
 def main() -> None:
     """Entry point of ``easyremote-node``."""
-    quiet_grpc_core()
     node_command(prog_name="easyremote-node")
 
 

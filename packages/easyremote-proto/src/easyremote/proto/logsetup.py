@@ -10,7 +10,6 @@ other logger (grpc, asyncio, the user's libraries) stays at WARNING, so
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Iterable
 
@@ -19,7 +18,6 @@ DEFAULT_LOG_LEVEL = "info"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ROOT_LEVEL = logging.WARNING
 EASYREMOTE_LOGGER = "easyremote"
-ENV_GRPC_VERBOSITY = "GRPC_VERBOSITY"
 # The name of the handler configure_logging installs, to find it again.
 _HANDLER_NAME = "easyremote-cli"
 
@@ -58,22 +56,8 @@ def configure_logging(level: str, also: Iterable[str] = ()) -> None:
         logging.getLogger(logger_name).setLevel(numeric)
 
 
-def quiet_grpc_core() -> None:
-    """Shows only errors of gRPC's C core on stderr, unless ``GRPC_VERBOSITY`` is set.
-
-    The C core prints routine connection events (a GOAWAY when the gateway
-    restarts) at INFO. It reads ``GRPC_VERBOSITY`` each time it initialises
-    for a new channel or server (checked with grpcio 1.66.2 and 1.85.3), so
-    setting it at the start of a command, before the command opens anything,
-    is enough even though ``grpc`` is already imported. Only entry points call
-    this: a library must not change the environment of its host process.
-    """
-    os.environ.setdefault(ENV_GRPC_VERBOSITY, "ERROR")
-
-
 __all__ = [
     "DEFAULT_LOG_LEVEL",
     "LOG_LEVELS",
     "configure_logging",
-    "quiet_grpc_core",
 ]

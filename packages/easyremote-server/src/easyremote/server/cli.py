@@ -30,7 +30,7 @@ from easyremote.proto.cli_options import (
     log_level_option,
 )
 from easyremote.proto.credentials import ENV_TOKEN
-from easyremote.proto.logsetup import LOG_LEVELS, configure_logging, quiet_grpc_core
+from easyremote.proto.logsetup import LOG_LEVELS, configure_logging
 from easyremote.proto.status_cli import make_status_command
 from easyremote.proto.transport import MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES
 from easyremote.server import GatewayError, Server
@@ -420,7 +420,6 @@ server_command.add_command(status_command)
 
 def main() -> None:
     """Entry point of ``easyremote-server``."""
-    quiet_grpc_core()
     server_command(prog_name="easyremote-server")
 
 
