@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from _procs import Proc
 
-from easyremote.client import AuthenticationError, CallTimeoutError, Client
+from easyremote.client import AuthenticationError, CallTimeoutError, Client, InvalidArgumentError
 from easyremote.node import ComputeNode, NodeError
+from easyremote.proto.addresses import host_port, machine_addresses
 from easyremote.proto.credentials import load_local_credentials
 from easyremote.proto.local_gateways import GatewayRecord, read_record, record_path, write_record
 from easyremote.server import Server
@@ -357,3 +358,49 @@ def test_a_tls_gateway_command_prints_no_grpc_lines_when_probed_in_plaintext(
     output = "".join(gateway.output)
     assert "Handshake failed" not in output, output
     assert "gateway on 127.0.0.1" in output and "stopped" in output
+
+
+@pytest.mark.parametrize(
+    ("address", "hint"),
+    [
+        ("localhost", "not host:port"),
+        ("tcp://localhost:8786", "drop 'tcp://'"),
+        ("ray://head:10001", "drop 'ray://'"),
+        ("::1", "IPv6 address in brackets"),
+    ],
+)
+def test_an_address_without_a_port_or_with_a_scheme_fails_at_once(address: str, hint: str) -> None:
+    # gRPC would dial port 443, or report only a misformatted name.
+    with pytest.raises(InvalidArgumentError, match=hint):
+        Client(address)
+    with pytest.raises(ValueError, match=hint):
+        ComputeNode(address, "typo")
+    script = Path(sys.executable).parent / "easyremote-node"
+    done = subprocess.run(
+        [str(script), address, "module:node"], capture_output=True, text=True, timeout=20
+    )
+    assert done.returncode == 2 and hint in done.stderr, done.stderr
+
+
+def test_a_token_withheld_from_a_remote_tls_gateway_points_at_tls(
+    own_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pin for another machine's gateway: say it serves TLS, not 'allow_insecure'."""
+    found = machine_addresses()
+    if not found:
+        pytest.skip("this machine has no non-loopback address")
+    with Server(port=0, host="0.0.0.0", tls_self_signed=True) as gateway:
+        tokens = load_local_credentials()
+        assert tokens is not None
+        _other_machine(monkeypatch, tmp_path, tokens.client_token)
+        remote = host_port(found[0], gateway.port)
+        with Client(remote) as client:
+            with pytest.raises(AuthenticationError, match="serves TLS") as caught:
+                client.list_nodes()
+        assert "allow_insecure" not in str(caught.value)
+        monkeypatch.setenv("EASYREMOTE_TOKEN", tokens.node_token)
+        node = ComputeNode(remote, "unpinned")
+        node.register(lambda: 0, name="zero")
+        with pytest.raises(NodeError, match="serves TLS"):
+            node.serve(blocking=False)
+        node.stop()

@@ -280,6 +280,7 @@ def test_exposed_bind_without_tls_is_one_clear_error(own_home: Path) -> None:
         ["--port", "0", "--no-auth", "--tls-self-signed", "--tls-key", __file__],
     )
     assert result.exit_code == 2  # a key without a certificate is a usage error
+    assert "pass --tls-cert and --tls-key together" in result.output  # the flags' names
 
 
 # ------------------------------------------------------- every flag, from env
@@ -434,7 +435,11 @@ def test_join_json_and_one_role(gateway_secrets: tuple[str, str, str]) -> None:
     assert document["tls_fingerprint"] == fingerprint
     assert "node" not in document
     assert document["client"] == {
-        "env": {"EASYREMOTE_TOKEN": client_token, "EASYREMOTE_TLS_FINGERPRINT": fingerprint},
+        "env": {
+            "EASYREMOTE_TOKEN": client_token,
+            "EASYREMOTE_TLS_FINGERPRINT": fingerprint,
+            "EASYREMOTE_GATEWAY": "[fd00::5]:9000",
+        },
         "command": "easyremote-client status '[fd00::5]:9000'",
     }
 

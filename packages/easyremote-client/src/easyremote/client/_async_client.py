@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from easyremote.client._connection import STREAM_WINDOW, Connection, PendingCall, Session
-from easyremote.client._errors import CallTimeoutError
+from easyremote.client._errors import CallTimeoutError, InvalidArgumentError
 from easyremote.client._options import build_options
 from easyremote.client._readiness import wait_for_nodes
 from easyremote.client._serialization import (
@@ -21,6 +21,7 @@ from easyremote.client._serialization import (
 from easyremote.client._status import NodeStatus
 from easyremote.client._stream import StreamReceiver
 from easyremote.proto import Payload
+from easyremote.proto.addresses import check_address
 from easyremote.proto.credentials import ROLE_CLIENT
 from easyremote.proto.peer import PeerSettings
 from easyremote.proto.v1 import client_pb2
@@ -35,6 +36,18 @@ _OPTIONS_CACHE_SIZE = 1024
 def default_address() -> str:
     """``EASYREMOTE_GATEWAY`` if set, else ``localhost:8080``."""
     return os.environ.get("EASYREMOTE_GATEWAY") or DEFAULT_GATEWAY
+
+
+def gateway_address(address: str | None) -> str:
+    """``address`` (or the default) checked as ``host:port``.
+
+    Raises:
+        InvalidArgumentError: No port, or a URL (``tcp://...``).
+    """
+    try:
+        return check_address(address or default_address())
+    except ValueError as exc:
+        raise InvalidArgumentError(f"gateway address {exc}") from None
 
 
 class AsyncCallStream:
@@ -108,7 +121,7 @@ class AsyncClient:
         tls_fingerprint: str | None = None,
         allow_insecure: bool = False,
     ) -> None:
-        self.address = address or default_address()
+        self.address = gateway_address(address)
         self.timeout = timeout
         settings = PeerSettings(ROLE_CLIENT, token, tls_ca_file, tls_fingerprint, allow_insecure)
         settings.check()

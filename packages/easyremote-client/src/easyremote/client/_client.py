@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from easyremote.client._async_client import AsyncClient, default_address
+from easyremote.client._async_client import AsyncClient, gateway_address
 from easyremote.client._connection import STREAM_WINDOW
 from easyremote.client._errors import GatewayUnavailableError
 from easyremote.client._options import build_options
@@ -154,7 +154,7 @@ class Client:
         tls_fingerprint: str | None = None,
         allow_insecure: bool = False,
     ) -> None:
-        self.address = address or default_address()
+        self.address = gateway_address(address)
         self.retry_attempts = retry_attempts
         self.connection_timeout = connection_timeout
         self.timeout = timeout

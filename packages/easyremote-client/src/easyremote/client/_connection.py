@@ -34,7 +34,7 @@ from easyremote.proto import DataChunk, Outbox, OutboxClosedError, Payload, chan
 from easyremote.proto.credentials import ROLE_CLIENT, CredentialsError, auth_metadata
 from easyremote.proto.framing import split_payload
 from easyremote.proto.memory import tune_allocator
-from easyremote.proto.peer import PeerCredentials, PeerSettings, resolve_peer
+from easyremote.proto.peer import PeerCredentials, PeerSettings, refusal_message, resolve_peer
 from easyremote.proto.streams import CLIENT_TO_GATEWAY, GATEWAY_TO_CLIENT, SESSION_METHOD
 from easyremote.proto.tls import PROBE_TIMEOUT_S, TlsSettings, open_channel, tls_mismatch
 from easyremote.proto.v1 import client_pb2, client_pb2_grpc, common_pb2
@@ -351,7 +351,18 @@ class Connection:
                 return channel
             if self._closed:
                 raise GatewayUnavailableError("client is closed")
-            credentials = self._resolve()
+            try:
+                credentials = resolve_peer(self._settings, self.address)
+            except CredentialsError as exc:
+                # Off the loop: explaining a withheld token may probe the port.
+                message = await asyncio.get_running_loop().run_in_executor(
+                    None,
+                    refusal_message,
+                    self.address,
+                    exc,
+                    min(PROBE_TIMEOUT_S, self.connection_timeout),
+                )
+                raise AuthenticationError(message) from exc
             if channel is not None and credentials == self._credentials:
                 return channel
             tune_allocator()

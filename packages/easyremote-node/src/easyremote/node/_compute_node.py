@@ -30,10 +30,11 @@ from easyremote.node._serialization import local_versions
 from easyremote.node._session import NodeSession
 from easyremote.node._workers import WorkerPool
 from easyremote.proto import channel_options, metadata_reason
+from easyremote.proto.addresses import check_address
 from easyremote.proto.console_log import show_logs_if_unconfigured
 from easyremote.proto.credentials import ROLE_NODE, CredentialsError, auth_metadata
 from easyremote.proto.memory import tune_allocator
-from easyremote.proto.peer import PeerSettings, resolve_peer
+from easyremote.proto.peer import PeerSettings, refusal_message, resolve_peer
 from easyremote.proto.runtime import close_at_exit, forget_at_exit, in_background_loop, submit
 from easyremote.proto.streams import CONNECT_METHOD, GATEWAY_TO_NODE
 from easyremote.proto.tls import PROBE_TIMEOUT_S, TlsSettings, open_channel, tls_mismatch
@@ -136,7 +137,10 @@ class ComputeNode:
         # Looked up again at every (re)connect: the gateway may start later.
         self._peer = PeerSettings(ROLE_NODE, token, tls_ca_file, tls_fingerprint, allow_insecure)
         self._peer.check()
-        self.gateway_address = gateway_address
+        try:
+            self.gateway_address = check_address(gateway_address)
+        except ValueError as exc:
+            raise ValueError(f"gateway_address {exc}") from None
         self.node_id = node_id or _default_node_id()
         self.max_concurrency = max_concurrency or max(4, os.cpu_count() or 1)
         self.cost_per_hour = float(cost_per_hour)
@@ -443,6 +447,8 @@ class ComputeNode:
             pool.shutdown()
             if children is not None:
                 children.shutdown()
+            if self._ever_registered:
+                logger.info("node %s stopped", self.node_id)
             self._loop = None
             self._stop_event = None
             self._finished.set()
@@ -499,6 +505,7 @@ class ComputeNode:
     async def _connect_once(self, probe: ResourceProbe, pool: WorkerPool) -> None:
         assert self._stop_event is not None
         hello = await asyncio.get_running_loop().run_in_executor(None, self._hello, probe)
+        loop = asyncio.get_running_loop()
         try:
             credentials = resolve_peer(self._peer, self.gateway_address)
             self._attempt_tls = credentials.tls
@@ -506,7 +513,15 @@ class ComputeNode:
                 self.gateway_address, credentials.tls, channel_options(), self.connection_timeout
             )
         except CredentialsError as exc:
-            raise NodeError(str(exc)) from exc
+            # Off the loop: explaining a withheld token may probe the port.
+            message = await loop.run_in_executor(
+                None,
+                refusal_message,
+                self.gateway_address,
+                exc,
+                min(PROBE_TIMEOUT_S, self.connection_timeout),
+            )
+            raise NodeError(message) from exc
         token = credentials.token
         async with channel:
             # Registered by hand: the outbox sends encoded bytes, and the
@@ -580,6 +595,12 @@ class ComputeNode:
                 await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stopper.done() and not reader.done():
                 if self._drain_timeout is not None:
+                    logger.info(
+                        "node %s stopping: no new calls; waiting up to %g s for %d running",
+                        self.node_id,
+                        self._drain_timeout,
+                        session.in_flight,
+                    )
                     session.start_draining("node is stopping")
                     finished = await session.wait_idle(self._drain_timeout)
                     if not finished:

@@ -74,18 +74,29 @@ def dump_value(value: object, function: str) -> Payload:
 
 
 def log_failure(call_id: int, function: str, error: common_pb2.Error) -> None:
-    """Logs, at INFO, that a call ended with ``error``; never its arguments.
+    """Logs, at INFO (DEBUG when cancelled), that a call ended with ``error``; never its arguments.
 
     The line names the call, the function, the exception type (or, for a
     failure the node decided, the reason) and the message cut to
     ``MAX_LOGGED_MESSAGE_CHARS``.
     """
-    if not logger.isEnabledFor(logging.INFO):
+    # A caller that cancels (Ctrl-C, a closed stream) is not a failure here.
+    cancelled = error.reason == common_pb2.ERROR_REASON_CANCELLED
+    level = logging.DEBUG if cancelled else logging.INFO
+    if not logger.isEnabledFor(level):
         return
     kind = error.remote_type or common_pb2.ErrorReason.Name(error.reason).removeprefix(
         _REASON_PREFIX
     )
-    logger.info("call %d of %r failed: %s: %s", call_id, function, kind, _one_line(error.message))
+    logger.log(
+        level,
+        "call %d of %r %s: %s: %s",
+        call_id,
+        function,
+        "cancelled" if cancelled else "failed",
+        kind,
+        _one_line(error.message),
+    )
 
 
 def _one_line(message: str) -> str:

@@ -21,6 +21,7 @@ from easyremote.node._compute_node import ComputeNode, NodeError
 from easyremote.node._functions import FunctionKind, RegisteredFunction
 from easyremote.node._target import TargetError, build_node, load_target, target_logger
 from easyremote.node.version import __version__
+from easyremote.proto.addresses import check_address
 from easyremote.proto.cli_options import CONTEXT_SETTINGS, log_level_option, peer_tls_options
 from easyremote.proto.logsetup import LOG_LEVELS, configure_logging
 from easyremote.proto.status_cli import make_status_command
@@ -98,9 +99,10 @@ def banner(node: ComputeNode, *, allow_insecure: bool = False) -> str:
 
 def _check_gateway(ctx: click.Context, param: click.Parameter, value: str) -> str:
     # Also catches `easyremote-node --some-option status GW`, routed to serve.
-    if ":" not in value:
-        raise click.BadParameter(f"{value!r} is not host:port", ctx, param)
-    return value
+    try:
+        return check_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 @click.command(name=_SERVE, context_settings=CONTEXT_SETTINGS)

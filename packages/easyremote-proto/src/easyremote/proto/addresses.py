@@ -25,6 +25,42 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def check_address(address: str) -> str:
+    """``address`` as a gateway address (``host:port``), or a ValueError saying why not.
+
+    gRPC itself takes ``localhost`` as port 443 and reports a scheme such as
+    ``tcp://`` only as a misformatted name; both are common slips (Dask writes
+    ``tcp://host:8786``, Ray ``ray://``), so they fail here, at once, with the fix.
+
+    Returns:
+        The address without surrounding whitespace.
+
+    Raises:
+        ValueError: No port, a port out of range, or a URL scheme.
+    """
+    text = address.strip()
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        raise ValueError(
+            f"{address!r} is a URL; EasyRemote addresses are host:port: drop {scheme + '://'!r}"
+            f" (e.g. {rest.rstrip('/') or 'localhost:8080'!r})"
+        )
+    host, sep, port = text.rpartition(":")
+    if text.startswith("[") and not host.endswith("]"):
+        sep = ""  # a bare [v6] address: its colons are not a port
+    if ":" in host and not host.startswith("["):
+        raise ValueError(
+            f"{address!r} is not host:port: write an IPv6 address in brackets, "
+            "then its port (e.g. '[::1]:8080')"
+        )
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        example = host_port((host if sep else text).strip("[]") or "localhost", 8080)
+        raise ValueError(
+            f"{address!r} is not host:port with a port from 1 to 65535 (e.g. {example!r})"
+        )
+    return text
+
+
 def machine_addresses() -> list[str]:
     """This machine's IP addresses other machines may dial.
 
@@ -83,4 +119,4 @@ def dial_addresses(host: str, port: int) -> list[str]:
     return [host_port(host, port)]
 
 
-__all__ = ["WILDCARD_HOSTS", "dial_addresses", "host_port", "machine_addresses"]
+__all__ = ["WILDCARD_HOSTS", "check_address", "dial_addresses", "host_port", "machine_addresses"]

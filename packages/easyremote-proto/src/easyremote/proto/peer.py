@@ -12,7 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from easyremote.proto.credentials import CredentialsError, resolve_token
-from easyremote.proto.tls import TlsSettings, refuse_plaintext_token, resolve_tls
+from easyremote.proto.tls import (
+    PROBE_TIMEOUT_S,
+    PlaintextTokenError,
+    TlsSettings,
+    refuse_plaintext_token,
+    resolve_tls,
+    tls_mismatch,
+)
 
 
 @dataclass(frozen=True)
@@ -56,3 +63,18 @@ def resolve_peer(settings: PeerSettings, address: str) -> PeerCredentials:
     token = resolve_token(settings.role, settings.token, address)
     refuse_plaintext_token(address, token, tls, settings.allow_insecure)
     return PeerCredentials(token, tls)
+
+
+def refusal_message(address: str, error: CredentialsError, timeout: float = PROBE_TIMEOUT_S) -> str:
+    """What to tell the user about ``error`` from ``resolve_peer``.
+
+    A token withheld from a plaintext connection to another machine usually
+    means the gateway serves TLS and this peer has no pin yet: then the port
+    is looked at (blocking, up to ``timeout``) and the message says so,
+    rather than suggesting ``allow_insecure``, which would only fail next.
+    """
+    if isinstance(error, PlaintextTokenError):
+        mismatch = tls_mismatch(address, TlsSettings(), timeout)
+        if mismatch is not None:
+            return mismatch
+    return str(error)

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from easyremote.proto.credentials import ENV_TOKEN, ROLE_CLIENT, CredentialsError, auth_metadata
-from easyremote.proto.peer import PeerSettings, resolve_peer
+from easyremote.proto.peer import PeerSettings, refusal_message, resolve_peer
 from easyremote.proto.status import NodeStatus
 from easyremote.proto.tls import PROBE_TIMEOUT_S, TlsSettings, channel_credentials, tls_mismatch
 from easyremote.proto.transport import channel_options
@@ -33,7 +33,8 @@ class StatusUnreachableError(StatusError):
 
 
 class StatusRefusedError(StatusError):
-    """Credentials were refused, missing, or withheld (a token never sent in clear)."""
+    """Credentials were refused, missing, or withheld (a token never sent in clear),
+    or this command and the gateway disagree on TLS."""
 
 
 class StatusNodeNotFoundError(StatusError):
@@ -124,7 +125,9 @@ def fetch_status(
     try:
         peer = resolve_peer(settings, address)
     except CredentialsError as exc:
-        raise StatusRefusedError(str(exc)) from exc
+        raise StatusRefusedError(
+            refusal_message(address, exc, min(PROBE_TIMEOUT_S, timeout))
+        ) from exc
     metadata = auth_metadata(peer.token)
     channel = _open_channel(address, peer.tls, timeout)
     try:
@@ -145,7 +148,7 @@ def fetch_status(
             # connection fail; a look at what the port speaks names the cause.
             mismatch = tls_mismatch(address, peer.tls, min(PROBE_TIMEOUT_S, timeout))
             if mismatch:
-                error = StatusUnreachableError(f"cannot reach the gateway at {address}: {mismatch}")
+                error = StatusRefusedError(mismatch)
         raise error from exc
     finally:
         channel.close()

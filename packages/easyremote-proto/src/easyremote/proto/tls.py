@@ -235,15 +235,19 @@ def channel_credentials(
     return grpc.ssl_channel_credentials(root_certificates=roots), options
 
 
+class PlaintextTokenError(CredentialsError):
+    """A token would have crossed a network in clear text; it was not sent."""
+
+
 def refuse_plaintext_token(
     address: str, token: str | None, tls: TlsSettings, allow_insecure: bool
 ) -> None:
-    """Raises CredentialsError before a token would cross a network in clear text."""
+    """Raises PlaintextTokenError before a token would cross a network in clear text."""
     if not token or tls.enabled or allow_insecure:
         return
     if is_loopback_host(address_host(address)):
         return
-    raise CredentialsError(
+    raise PlaintextTokenError(
         f"refusing to send a token in plaintext to {address}: anyone on the path could "
         "read it and run code on your nodes. Pin the gateway's certificate "
         f"(tls_fingerprint=... or {ENV_TLS_FINGERPRINT}; `easyremote-server join` on the "

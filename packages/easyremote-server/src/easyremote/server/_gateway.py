@@ -313,10 +313,17 @@ class Server:
         logger.info(
             "gateway listening on %s (%s, %s)%s",
             self._bind,
-            "TLS" if credentials is not None else "plaintext",
+            f"TLS, certificate SHA-256 {self.tls_fingerprint}"
+            if credentials is not None
+            else "plaintext",
             "tokens required" if self.auth is not None else "NO authentication",
             f"; all interfaces, {self.address} on this machine" if wildcard else "",
         )
+        if not is_loopback_host(self.host) and self.auth is not None:
+            logger.info(
+                "other machines join with the token and pin that `easyremote-server join` "
+                "prints on this machine"
+            )
         self._started.set()
 
     def _write_local_record(self) -> None:

@@ -23,6 +23,7 @@ import click
 from easyremote.proto.addresses import host_port, machine_addresses
 from easyremote.proto.credentials import ENV_TOKEN, CredentialsError, load_local_credentials
 from easyremote.proto.local_gateways import read_record
+from easyremote.proto.status_cli import ENV_GATEWAY
 from easyremote.proto.tls import ENV_TLS_CA, ENV_TLS_FINGERPRINT, PINNED_TARGET_NAME
 from easyremote.server._security import ENV_CLIENT_TOKEN, ENV_NODE_TOKEN
 from easyremote.server._tls import fingerprint_of_pem, self_signed_paths
@@ -149,7 +150,8 @@ def join_lines(
         fingerprint: The TLS pin, or None without TLS.
 
     Returns:
-        Per role: ``env`` (variables to export) and ``command`` (to run).
+        Per role: ``env`` (variables to export: the token, the pin and
+        ``EASYREMOTE_GATEWAY``) and ``command`` (to run).
     """
     quoted = shlex.quote(address)
     commands = {
@@ -162,6 +164,8 @@ def join_lines(
         env = {ENV_TOKEN: tokens[role]}
         if fingerprint:
             env[ENV_TLS_FINGERPRINT] = fingerprint
+        # Then `status` and `Client()` there need no address either.
+        env[ENV_GATEWAY] = address
         result[role] = {"env": env, "command": commands[role]}
     return result
 

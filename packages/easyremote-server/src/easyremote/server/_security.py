@@ -278,7 +278,10 @@ class AuthInterceptor(_InterceptorBase):
                 grpc.StatusCode.PERMISSION_DENIED,
                 common_pb2.ERROR_REASON_PERMISSION_DENIED,
                 message,
-                lambda peer: self.refusals.refused(peer, method, "wrong role", message),
+                # The message is the cause: a node token used to call and a
+                # client token used to register are different mistakes, each
+                # rate-limited on its own.
+                lambda peer: self.refusals.refused(peer, method, message),
             )
         return handler
 

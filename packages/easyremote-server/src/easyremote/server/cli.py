@@ -299,6 +299,11 @@ def server_command(
         _refuse_gateway_options(ctx)
         return
     configure_logging(log_level)
+    # Said here in the flags' words; Server would name its own arguments.
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("pass --tls-cert and --tls-key together, or neither")
+    if tls_self_signed and tls_cert:
+        raise click.UsageError("pass --tls-self-signed or --tls-cert/--tls-key, not both")
     try:
         server = Server(
             port,
