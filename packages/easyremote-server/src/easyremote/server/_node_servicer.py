@@ -68,6 +68,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         for link in links:
             frame = node_pb2.GatewayFrame()
             frame.drain.reason = reason
+            link.close_reason = reason  # what the disconnect line will say
             link.send(frame)
         await asyncio.gather(*(link.flush(timeout) for link in links))
 
@@ -130,6 +131,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         except Exception as exc:  # noqa: BLE001 - any stream failure means the node is gone
             why = f"stream failed: {exc}"
         finally:
+            if link.close_reason:
+                why = link.close_reason
+            elif record.state == client_pb2.NODE_STATE_DRAINING:
+                # A stopping node drains, then closes; whether its end reads as
+                # a close or a reset is a race of no interest.
+                why = "node stopped after draining"
             self._links.discard(link)
             if self._registry.remove(record):
                 self._router.node_lost(record, why)
