@@ -185,6 +185,8 @@ def bench(session: nox.Session) -> None:
     ``-- --balancing-only`` skips run.py.
     """
     _install_packages(session)
+    # The benchmarks own their processes: gRPC's C core shows errors only.
+    session.env.setdefault("GRPC_VERBOSITY", "ERROR")
     args = list(session.posargs)
     if "--balancing-only" in args:
         args.remove("--balancing-only")

@@ -297,25 +297,20 @@ print(json.dumps({"env": changed, "handlers": len(root.handlers), "level": root.
     assert seen == {"env": [], "handlers": 0, "level": logging.WARNING, "allocator": []}
 
 
-ENTRY_MODULES = [
-    "_easyremote_server_cli",
-    "_easyremote_node_cli",
-    "_easyremote_client_cli",
-    "_easyremote_cli",
-]
+ENTRY_POINTS = ["server", "node", "client", "meta"]
 
 
-@pytest.mark.parametrize("module", ENTRY_MODULES)
-def test_each_command_quiets_grpc_before_grpc_loads(module: str) -> None:
+@pytest.mark.parametrize("command", ENTRY_POINTS)
+def test_each_command_quiets_grpc_before_grpc_loads(command: str) -> None:
     """gRPC reads GRPC_VERBOSITY at import: the console scripts set it first."""
     probe = f"""
 import os, sys
 os.environ.pop("GRPC_VERBOSITY", None)
-import {module} as entry
+import _easyremote_entry as entry
 assert "grpc" not in sys.modules, "the entry module must not load grpc"
 sys.argv = ["prog", "--version"]
 try:
-    entry.main()
+    entry.{command}()
 except SystemExit:
     pass
 print("VERBOSITY", os.environ["GRPC_VERBOSITY"])
