@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import click
 
+from easyremote.proto.addresses import check_address
 from easyremote.proto.cli_options import CONTEXT_SETTINGS, TLS_FINGERPRINT_HELP, peer_tls_options
 from easyremote.proto.status_fetch import DEFAULT_TIMEOUT_S, StatusError, fetch_status
 from easyremote.proto.status_table import OUTPUT_FORMATS, render_status
@@ -92,6 +93,10 @@ def make_status_command(
         allow_insecure: bool,
         timeout: float,
     ) -> None:
+        try:
+            gateway = check_address(gateway)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="GATEWAY") from None
         token = next((value for name in token_envvars if (value := os.environ.get(name))), None)
         try:
             nodes = fetch_status(
