@@ -313,14 +313,6 @@ with Client(sys.argv[1]) as client:
 print("meta call OK")
 """
 
-# Which story's venv runs a command a banner prints.
-SCRIPT_STORY = {
-    "easyremote-server": "easyremote-server",
-    "easyremote-node": "easyremote-node",
-    "easyremote-client": "easyremote-client",
-    "easyremote": "easyremote",
-}
-
 
 def next_steps(banner: str) -> list[str]:
     """The commands under a banner's "Next steps" heading, as printed."""
@@ -362,13 +354,13 @@ def run_steps(
                 fail(f"the banner's Python lines printed {output!r}, not 42:\n{code}")
             print(f"ran as printed (client venv): {' / '.join(code)}")
         elif words[0] == "easyremote-node" and words[1] not in ("status", "serve"):
-            python = pythons[SCRIPT_STORY[words[0]]]
+            python = pythons[words[0]]  # each command is its story's name
             node = Proc([str(python.parent / words[0]), *words[1:]], words[0], env=env, cwd=workdir)
             started.append(node)
             node.expect_containing("registered with the gateway")
             print(f"ran as printed ({words[0]} venv): {step}")
         else:
-            python = pythons[SCRIPT_STORY[words[0]]]
+            python = pythons[words[0]]  # each command is its story's name
             result = subprocess.run(
                 [str(python.parent / words[0]), *words[1:]],
                 capture_output=True,
